@@ -1,0 +1,164 @@
+//! The byte-level keyed state backend: one trait, two implementations.
+//!
+//! Everything above this module speaks types; everything in it speaks bytes. A backend
+//! stores, per registered state, a sorted map from composite keys ([`key`]) to values:
+//! values as the typed layer encoded them (with TTL stamps, see [`crate::ttl`]); lists as
+//! concatenated length-prefixed elements, so that appending is plain concatenation (a RocksDB
+//! merge); map entries one per user key. The [`HeapBackend`] is the reference implementation;
+//! the [`RocksDbBackend`] keeps one RocksDB per subtask and one column family per state.
+//! Both are checked against the same conformance suite (tests/conformance.rs).
+
+pub(crate) mod heap;
+pub(crate) mod key;
+pub(crate) mod meta;
+pub(crate) mod rocksdb;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::keygroup::{KeyGroupRange, MaxParallelism};
+
+pub use meta::{StateKind, StateMeta};
+
+/// A registered state of a backend; valid only for the backend that returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateId(pub(crate) u32);
+
+/// What a scan's visitor tells the scan: go on, or stop.
+pub type Visit = ControlFlow<()>;
+
+/// The byte-level interface every keyed state backend implements.
+///
+/// Keys are composite keys (`[kg][key][namespace][user key]`, see docs/format.md) whose key
+/// group this backend must own; every method that takes one checks it and fails with
+/// [`Error::KeyGroupNotOwned`] otherwise, changing nothing. All methods take `&self`: a
+/// backend is shared by the state handles of its subtask. After [`close`](Self::close) every
+/// method fails with [`Error::Closed`].
+pub trait KeyedStateBackend: Send + Sync {
+    /// The number of key groups of the operator.
+    fn max_parallelism(&self) -> MaxParallelism;
+
+    /// The key groups this backend owns.
+    fn key_group_range(&self) -> KeyGroupRange;
+
+    /// The clock TTL reads.
+    fn clock(&self) -> &Arc<dyn Clock>;
+
+    /// Registers a state, or finds it again: the same name with the same layout returns the
+    /// same id (and takes the new TTL settings).
+    ///
+    /// # Errors
+    /// [`Error::StateMismatch`] if the name is registered with another kind, codec or TTL
+    /// presence; [`Error::InvalidStateName`] for a reserved or empty name.
+    fn register(&self, meta: &StateMeta) -> Result<StateId>;
+
+    /// The states this backend holds: registered ones and, for a reopened RocksDB backend,
+    /// the ones found in its directory.
+    fn states(&self) -> Result<Vec<StateMeta>>;
+
+    /// Reads the value at `key` into `out` (cleared first); false if there is none.
+    fn get(&self, state: StateId, key: &[u8], out: &mut Vec<u8>) -> Result<bool>;
+
+    /// Writes `value` at `key`.
+    fn put(&self, state: StateId, key: &[u8], value: &[u8]) -> Result<()>;
+
+    /// Appends length-prefixed list elements to the value at `key` (list state).
+    fn append(&self, state: StateId, key: &[u8], elements: &[u8]) -> Result<()>;
+
+    /// Removes the value at `key`.
+    fn delete(&self, state: StateId, key: &[u8]) -> Result<()>;
+
+    /// Removes every entry whose key starts with `prefix` (at least a key group long).
+    fn delete_prefix(&self, state: StateId, prefix: &[u8]) -> Result<()>;
+
+    /// Visits, in key order, the entries whose key starts with `prefix` and, if
+    /// `start_after` is given, is greater than it; stops when `visit` breaks.
+    fn scan(
+        &self,
+        state: StateId,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Visit,
+    ) -> Result<()>;
+
+    /// Removes every expired entry of every state with TTL now (RocksDB: a full compaction
+    /// through the TTL compaction filter; heap: a sweep).
+    fn purge_expired(&self) -> Result<()>;
+
+    /// Flushes and releases the backend; later calls fail with [`Error::Closed`].
+    fn close(&self) -> Result<()>;
+}
+
+pub use heap::HeapBackend;
+pub use rocksdb::{MemoryBudget, RocksDbBackend, RocksDbBackendBuilder, RocksDbOptions};
+
+/// Names reserved for cairn's own column families and RocksDB's default one.
+pub(crate) const RESERVED_PREFIX: &str = "_cairn";
+
+/// The registration rules both backends share: valid names, and the same layout on re-use.
+///
+/// Returns the index of the state in `states` (appending `meta` if it is new) and whether
+/// it was new.
+pub(crate) fn register_in(states: &mut Vec<StateMeta>, meta: &StateMeta) -> Result<(usize, bool)> {
+    check_state_name(&meta.name)?;
+    if let Some(index) = states.iter().position(|s| s.name == meta.name) {
+        let existing = &mut states[index];
+        if !existing.same_layout(meta) {
+            return Err(Error::StateMismatch {
+                state: meta.name.clone(),
+                registered: existing.describe(),
+                requested: meta.describe(),
+            });
+        }
+        existing.ttl = meta.ttl;
+        return Ok((index, false));
+    }
+    states.push(meta.clone());
+    Ok((states.len() - 1, true))
+}
+
+fn check_state_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name == "default" {
+        "'default' is RocksDB's own column family"
+    } else if name.starts_with(RESERVED_PREFIX) {
+        "names starting with '_cairn' are reserved for cairn's internal column families"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidStateName {
+        state: name.to_string(),
+        reason,
+    })
+}
+
+/// Checks that the key group at the front of `key` is owned.
+pub(crate) fn check_owned(range: KeyGroupRange, state: &StateMeta, key: &[u8]) -> Result<()> {
+    match key::key_group_of(key) {
+        Some(kg) if range.contains(kg) => Ok(()),
+        Some(kg) => Err(Error::KeyGroupNotOwned {
+            state: state.name.clone(),
+            key_group: kg,
+            owned: range,
+        }),
+        None => Err(Error::InvalidConfig {
+            what: "composite key",
+            detail: format!(
+                "state '{}': a key must start with its key group",
+                state.name
+            ),
+        }),
+    }
+}
+
+/// Checks a scan or delete prefix: empty (everything) or starting with an owned key group.
+pub(crate) fn check_prefix(range: KeyGroupRange, state: &StateMeta, prefix: &[u8]) -> Result<()> {
+    if prefix.is_empty() {
+        Ok(())
+    } else {
+        check_owned(range, state, prefix)
+    }
+}

@@ -1,0 +1,631 @@
+//! The RocksDB backend: one DB per subtask directory, one column family per state.
+//!
+//! Writes go without a WAL (a checkpoint, not the log, is what survives a crash) and flushes
+//! are atomic across column families, so a flush is a consistent cut of all states. Per state
+//! kind, the column family gets:
+//! - list: a merge operator that concatenates operands (elements are length-prefixed, so
+//!   appending is concatenation and needs no read);
+//! - map: a prefix extractor on `[kg][key][namespace]` with a memtable prefix bloom, so
+//!   iterating one map seeks only where that prefix can be;
+//! - TTL: a compaction filter factory that drops expired entries.
+//!
+//! The internal column family `_cairn_meta` records the backend's key groups and every
+//! state's [`StateMeta`], so a reopened directory opens each column family with the options
+//! its kind needs (read first through a read-only open) and rejects a mismatched
+//! registration.
+
+mod options;
+mod ttl_filter;
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, FlushOptions, MergeOperands, ReadOptions, SliceTransform,
+    WriteBatch, WriteOptions, DB,
+};
+use tracing::debug;
+
+use crate::backend::key::{prefix_successor, CompositeKey};
+use crate::backend::{
+    check_owned, check_prefix, register_in, StateId, StateKind, StateMeta, Visit,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::ttl::entry_expired;
+use crate::KeyedStateBackend;
+
+pub use options::{MemoryBudget, RocksDbOptions};
+use ttl_filter::TtlFilterFactory;
+
+/// The internal column family holding the backend record and the state metadata.
+const META_CF: &str = "_cairn_meta";
+const BACKEND_RECORD: &[u8] = b"backend";
+const STATE_RECORD_PREFIX: &[u8] = b"state/";
+const BACKEND_RECORD_VERSION: u8 = 1;
+
+/// Builds a [`RocksDbBackend`]: where, which key groups, and the injected pieces.
+pub struct RocksDbBackendBuilder {
+    dir: PathBuf,
+    max_parallelism: MaxParallelism,
+    range: KeyGroupRange,
+    options: RocksDbOptions,
+    budget: Option<MemoryBudget>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RocksDbBackendBuilder {
+    /// Sets the RocksDB options.
+    pub fn options(mut self, options: RocksDbOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Shares `budget` (block cache and write buffer manager) with other backends. Without
+    /// it the backend gets a budget of its own of [`MemoryBudget::DEFAULT_BYTES`].
+    pub fn memory_budget(mut self, budget: &MemoryBudget) -> Self {
+        self.budget = Some(budget.clone());
+        self
+    }
+
+    /// Sets the clock TTL reads (the system clock by default).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens the backend, creating the directory and the DB if needed.
+    ///
+    /// # Errors
+    /// [`Error::BackendMismatch`] if the directory holds a backend of another max
+    /// parallelism or key-group range; [`Error::Corrupted`] if its metadata does not decode;
+    /// [`Error::RocksDb`] / [`Error::Io`] if it cannot be opened.
+    pub fn open(self) -> Result<RocksDbBackend> {
+        RocksDbBackend::open(self)
+    }
+}
+
+/// A keyed state backend on RocksDB, for one subtask.
+///
+/// # Examples
+/// ```
+/// use cairn::{KeyGroupRange, MaxParallelism, RocksDbBackend};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let max = MaxParallelism::DEFAULT;
+/// let backend = RocksDbBackend::builder(dir.path(), max, KeyGroupRange::all(max)).open()?;
+/// # Ok::<(), cairn::Error>(())
+/// ```
+pub struct RocksDbBackend {
+    dir: PathBuf,
+    max_parallelism: MaxParallelism,
+    range: KeyGroupRange,
+    options: RocksDbOptions,
+    budget: MemoryBudget,
+    clock: Arc<dyn Clock>,
+    write_options: WriteOptions,
+    read_options: ReadOptions,
+    /// `None` once closed. Reads and writes share the lock; registering and closing take it.
+    open: RwLock<Option<OpenDb>>,
+}
+
+struct OpenDb {
+    db: DB,
+    states: Vec<StateMeta>,
+    /// Per state, the TTL its compaction filter reads.
+    ttl_millis: Vec<Arc<AtomicU64>>,
+}
+
+impl RocksDbBackend {
+    /// A builder for the backend in `dir` owning `range` of `max_parallelism`.
+    pub fn builder(
+        dir: impl AsRef<Path>,
+        max_parallelism: MaxParallelism,
+        range: KeyGroupRange,
+    ) -> RocksDbBackendBuilder {
+        RocksDbBackendBuilder {
+            dir: dir.as_ref().to_path_buf(),
+            max_parallelism,
+            range,
+            options: RocksDbOptions::default(),
+            budget: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The directory of the DB.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn open(b: RocksDbBackendBuilder) -> Result<Self> {
+        std::fs::create_dir_all(&b.dir).map_err(|source| Error::Io {
+            op: "create backend directory",
+            path: b.dir.clone(),
+            source,
+        })?;
+        let mut write_options = WriteOptions::default();
+        write_options.disable_wal(true);
+        let backend = RocksDbBackend {
+            budget: b
+                .budget
+                .unwrap_or_else(|| MemoryBudget::new(MemoryBudget::DEFAULT_BYTES)),
+            dir: b.dir,
+            max_parallelism: b.max_parallelism,
+            range: b.range,
+            options: b.options,
+            clock: b.clock,
+            write_options,
+            read_options: ReadOptions::default(),
+            open: RwLock::new(None),
+        };
+        let states = backend.read_existing_states()?;
+        let ttl_millis: Vec<Arc<AtomicU64>> = states
+            .iter()
+            .map(|s| Arc::new(AtomicU64::new(s.ttl.map_or(0, |t| t.ttl_millis()))))
+            .collect();
+        let mut descriptors = vec![ColumnFamilyDescriptor::new(
+            META_CF,
+            rocksdb::Options::default(),
+        )];
+        for (meta, ttl) in states.iter().zip(&ttl_millis) {
+            descriptors.push(ColumnFamilyDescriptor::new(
+                meta.name.as_str(),
+                backend.state_cf_options(meta, ttl),
+            ));
+        }
+        let db = DB::open_cf_descriptors(&backend.db_options(), &backend.dir, descriptors)
+            .map_err(|e| backend.rocks("open", e))?;
+        let meta_cf = db
+            .cf_handle(META_CF)
+            .ok_or_else(|| backend.missing_cf(META_CF))?;
+        let mut record = vec![BACKEND_RECORD_VERSION];
+        record.extend_from_slice(&backend.max_parallelism.get().to_be_bytes());
+        record.extend_from_slice(&backend.range.start().to_be_bytes());
+        record.extend_from_slice(&backend.range.end().to_be_bytes());
+        db.put_cf(meta_cf, BACKEND_RECORD, &record)
+            .and_then(|()| db.flush_cf(meta_cf))
+            .map_err(|e| backend.rocks("write the backend record", e))?;
+        debug!(dir = %backend.dir.display(), states = states.len(), "opened RocksDB backend");
+        *backend.open.write().unwrap_or_else(|e| e.into_inner()) = Some(OpenDb {
+            db,
+            states,
+            ttl_millis,
+        });
+        Ok(backend)
+    }
+
+    /// Reads the backend record and state metadata of an existing DB through a read-only
+    /// open, and checks the record against this backend's configuration.
+    fn read_existing_states(&self) -> Result<Vec<StateMeta>> {
+        if !self.dir.join("CURRENT").exists() {
+            return Ok(Vec::new());
+        }
+        let families = DB::list_cf(&rocksdb::Options::default(), &self.dir)
+            .map_err(|e| self.rocks("list column families", e))?;
+        if !families.iter().any(|f| f == META_CF) {
+            return Err(Error::BackendMismatch {
+                path: self.dir.clone(),
+                found: "a RocksDB database that cairn did not create".into(),
+                requested: "a cairn backend".into(),
+                hint: "give each subtask a directory of its own",
+            });
+        }
+        let db =
+            DB::open_cf_for_read_only(&rocksdb::Options::default(), &self.dir, [META_CF], false)
+                .map_err(|e| self.rocks("open read-only", e))?;
+        let cf = db
+            .cf_handle(META_CF)
+            .ok_or_else(|| self.missing_cf(META_CF))?;
+        let record = db
+            .get_cf(cf, BACKEND_RECORD)
+            .map_err(|e| self.rocks("read the backend record", e))?
+            .ok_or_else(|| self.corrupted("backend record", "missing".into()))?;
+        self.check_backend_record(&record)?;
+        let mut states = Vec::new();
+        for item in db.prefix_iterator_cf(cf, STATE_RECORD_PREFIX) {
+            let (key, value) = item.map_err(|e| self.rocks("read state metadata", e))?;
+            if !key.starts_with(STATE_RECORD_PREFIX) {
+                break;
+            }
+            let meta = StateMeta::decode(&value)
+                .map_err(|detail| self.corrupted("state metadata", detail))?;
+            if !families.contains(&meta.name) {
+                return Err(self.corrupted(
+                    "state metadata",
+                    format!("state '{}' has no column family", meta.name),
+                ));
+            }
+            states.push(meta);
+        }
+        Ok(states)
+    }
+
+    fn check_backend_record(&self, record: &[u8]) -> Result<()> {
+        let [version, m0, m1, m2, m3, s0, s1, e0, e1] = record else {
+            return Err(self.corrupted("backend record", format!("{} bytes, not 9", record.len())));
+        };
+        if *version != BACKEND_RECORD_VERSION {
+            return Err(self.corrupted(
+                "backend record",
+                format!("version {version} is not supported (this cairn reads {BACKEND_RECORD_VERSION})"),
+            ));
+        }
+        let max = u32::from_be_bytes([*m0, *m1, *m2, *m3]);
+        let range = KeyGroupRange::new(
+            u16::from_be_bytes([*s0, *s1]),
+            u16::from_be_bytes([*e0, *e1]),
+        );
+        if max != self.max_parallelism.get() || range != self.range {
+            return Err(Error::BackendMismatch {
+                path: self.dir.clone(),
+                found: format!("max parallelism {max} and {range}"),
+                requested: format!("max parallelism {} and {}", self.max_parallelism, self.range),
+                hint: "open it with the configuration it was created with, or restore into a new directory to rescale",
+            });
+        }
+        Ok(())
+    }
+
+    fn db_options(&self) -> rocksdb::Options {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Without a WAL, only an atomic flush gives a consistent cut across column families.
+        opts.set_atomic_flush(true);
+        opts.set_max_background_jobs(self.options.max_background_jobs);
+        opts.set_write_buffer_manager(&self.budget.write_buffers);
+        opts.set_keep_log_file_num(2);
+        opts
+    }
+
+    fn state_cf_options(&self, meta: &StateMeta, ttl_millis: &Arc<AtomicU64>) -> rocksdb::Options {
+        let mut cf = self.options.column_family(&self.budget);
+        match meta.kind {
+            StateKind::List => cf.set_merge_operator_associative("cairn.list-append", concat),
+            StateKind::Map => {
+                cf.set_prefix_extractor(SliceTransform::create(
+                    "cairn.key-namespace",
+                    key_namespace_prefix,
+                    Some(has_key_namespace_prefix),
+                ));
+                cf.set_memtable_prefix_bloom_ratio(0.1);
+            }
+            StateKind::Value | StateKind::Reducing | StateKind::Aggregating => {}
+        }
+        if meta.ttl.is_some() {
+            cf.set_compaction_filter_factory(TtlFilterFactory {
+                kind: meta.kind,
+                ttl_millis: ttl_millis.clone(),
+                clock: self.clock.clone(),
+                name: CString::new("cairn.ttl").unwrap_or_default(),
+            });
+        }
+        cf
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Option<OpenDb>> {
+        // Every write under the lock is a single RocksDB call or a push after one succeeded,
+        // so the state is consistent even if a holder panicked.
+        self.open.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` with the DB, the state's column family and its meta, after the checks every
+    /// keyed operation needs.
+    fn with_cf<T>(
+        &self,
+        state: StateId,
+        key: &[u8],
+        f: impl FnOnce(&DB, &ColumnFamily, &StateMeta) -> Result<T>,
+    ) -> Result<T> {
+        let guard = self.read();
+        let open = guard.as_ref().ok_or(Error::Closed)?;
+        let meta = open
+            .states
+            .get(state.0 as usize)
+            .ok_or_else(|| unknown_state(state))?;
+        check_prefix(self.range, meta, key)?;
+        let cf = open
+            .db
+            .cf_handle(&meta.name)
+            .ok_or_else(|| self.missing_cf(&meta.name))?;
+        f(&open.db, cf, meta)
+    }
+
+    /// The scan of [`KeyedStateBackend::scan`], on an open DB and column family.
+    fn scan_db(
+        &self,
+        db: &DB,
+        cf: &ColumnFamily,
+        meta: &StateMeta,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Visit,
+    ) -> Result<()> {
+        let mut read_options = ReadOptions::default();
+        if let Some(upper) = prefix_successor(prefix) {
+            read_options.set_iterate_upper_bound(upper);
+        }
+        // Prefix seek only when the scan is exactly one map's prefix; any other scan of a
+        // map column family must ignore the prefix extractor.
+        let one_map =
+            meta.kind == StateKind::Map && CompositeKey::prefix_len(prefix) == Some(prefix.len());
+        read_options.set_total_order_seek(!one_map);
+        let mut it = db.raw_iterator_cf_opt(cf, read_options);
+        match start_after {
+            Some(after) if after >= prefix => {
+                it.seek(after);
+                if it.key() == Some(after) {
+                    it.next();
+                }
+            }
+            _ => it.seek(prefix),
+        }
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            if !key.starts_with(prefix) || visit(key, value).is_break() {
+                break;
+            }
+            it.next();
+        }
+        it.status()
+            .map_err(|e| self.rocks(format!("scan state '{}'", meta.name), e))
+    }
+
+    fn rocks(&self, op: impl Into<String>, e: rocksdb::Error) -> Error {
+        Error::RocksDb {
+            op: op.into(),
+            path: self.dir.clone(),
+            detail: e.into_string(),
+        }
+    }
+
+    fn missing_cf(&self, name: &str) -> Error {
+        self.corrupted(
+            "column families",
+            format!("column family '{name}' is missing"),
+        )
+    }
+
+    fn corrupted(&self, what: &'static str, detail: String) -> Error {
+        Error::Corrupted {
+            what,
+            path: self.dir.clone(),
+            detail,
+        }
+    }
+}
+
+fn unknown_state(state: StateId) -> Error {
+    Error::InvalidConfig {
+        what: "state id",
+        detail: format!("{state:?} was not registered with this backend"),
+    }
+}
+
+/// The list merge operator: existing value and operands, concatenated in order.
+fn concat(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let len = existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(existing.unwrap_or_default());
+    for operand in operands {
+        out.extend_from_slice(operand);
+    }
+    Some(out)
+}
+
+/// The map prefix extractor: the `[kg][key][namespace]` part of a composite key.
+fn key_namespace_prefix(key: &[u8]) -> &[u8] {
+    match CompositeKey::prefix_len(key) {
+        Some(len) => &key[..len],
+        None => key,
+    }
+}
+
+fn has_key_namespace_prefix(key: &[u8]) -> bool {
+    CompositeKey::prefix_len(key).is_some()
+}
+
+impl KeyedStateBackend for RocksDbBackend {
+    fn max_parallelism(&self) -> MaxParallelism {
+        self.max_parallelism
+    }
+
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn register(&self, meta: &StateMeta) -> Result<StateId> {
+        let mut guard = self.open.write().unwrap_or_else(|e| e.into_inner());
+        let open = guard.as_mut().ok_or(Error::Closed)?;
+        let mut states = open.states.clone();
+        let (index, new) = register_in(&mut states, meta)?;
+        let ttl_millis = meta.ttl.map_or(0, |t| t.ttl_millis());
+        if new {
+            let ttl = Arc::new(AtomicU64::new(ttl_millis));
+            let cf_options = self.state_cf_options(meta, &ttl);
+            open.db.create_cf(&meta.name, &cf_options).map_err(|e| {
+                self.rocks(
+                    format!("create the column family of state '{}'", meta.name),
+                    e,
+                )
+            })?;
+            open.ttl_millis.push(ttl);
+        } else {
+            open.ttl_millis[index].store(ttl_millis, std::sync::atomic::Ordering::Relaxed);
+        }
+        if new || open.states[index] != states[index] {
+            // The record is flushed at once: without a WAL it would not survive a crash.
+            let mut record = Vec::new();
+            states[index].encode(&mut record);
+            let mut record_key = STATE_RECORD_PREFIX.to_vec();
+            record_key.extend_from_slice(meta.name.as_bytes());
+            let meta_cf = open
+                .db
+                .cf_handle(META_CF)
+                .ok_or_else(|| self.missing_cf(META_CF))?;
+            open.db
+                .put_cf_opt(meta_cf, &record_key, &record, &self.write_options)
+                .and_then(|()| open.db.flush_cf(meta_cf))
+                .map_err(|e| {
+                    self.rocks(format!("record the metadata of state '{}'", meta.name), e)
+                })?;
+        }
+        open.states = states;
+        Ok(StateId(index as u32))
+    }
+
+    fn states(&self) -> Result<Vec<StateMeta>> {
+        let guard = self.read();
+        Ok(guard.as_ref().ok_or(Error::Closed)?.states.clone())
+    }
+
+    fn get(&self, state: StateId, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+        self.with_cf(state, key, |db, cf, meta| {
+            check_owned(self.range, meta, key)?;
+            out.clear();
+            match db.get_pinned_cf_opt(cf, key, &self.read_options) {
+                Ok(Some(value)) => {
+                    out.extend_from_slice(&value);
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
+                Err(e) => Err(self.rocks(format!("read state '{}'", meta.name), e)),
+            }
+        })
+    }
+
+    fn put(&self, state: StateId, key: &[u8], value: &[u8]) -> Result<()> {
+        self.with_cf(state, key, |db, cf, meta| {
+            check_owned(self.range, meta, key)?;
+            db.put_cf_opt(cf, key, value, &self.write_options)
+                .map_err(|e| self.rocks(format!("write state '{}'", meta.name), e))
+        })
+    }
+
+    fn append(&self, state: StateId, key: &[u8], elements: &[u8]) -> Result<()> {
+        self.with_cf(state, key, |db, cf, meta| {
+            check_owned(self.range, meta, key)?;
+            db.merge_cf_opt(cf, key, elements, &self.write_options)
+                .map_err(|e| self.rocks(format!("append to state '{}'", meta.name), e))
+        })
+    }
+
+    fn delete(&self, state: StateId, key: &[u8]) -> Result<()> {
+        self.with_cf(state, key, |db, cf, meta| {
+            check_owned(self.range, meta, key)?;
+            db.delete_cf_opt(cf, key, &self.write_options)
+                .map_err(|e| self.rocks(format!("delete from state '{}'", meta.name), e))
+        })
+    }
+
+    fn delete_prefix(&self, state: StateId, prefix: &[u8]) -> Result<()> {
+        check_prefix_not_empty(prefix)?;
+        // Point deletes of the keys found, not a range tombstone: clears are frequent and
+        // small (one map), and many range tombstones slow every later read.
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        self.scan(state, prefix, None, &mut |key, _| {
+            doomed.push(key.to_vec());
+            Visit::Continue(())
+        })?;
+        self.with_cf(state, prefix, |db, cf, meta| {
+            let mut batch = WriteBatch::default();
+            for key in &doomed {
+                batch.delete_cf(cf, key);
+            }
+            db.write_opt(batch, &self.write_options)
+                .map_err(|e| self.rocks(format!("clear entries of state '{}'", meta.name), e))
+        })
+    }
+
+    fn scan(
+        &self,
+        state: StateId,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Visit,
+    ) -> Result<()> {
+        self.with_cf(state, prefix, |db, cf, meta| {
+            self.scan_db(db, cf, meta, prefix, start_after, visit)
+        })
+    }
+
+    fn purge_expired(&self) -> Result<()> {
+        let now = self.clock.now_millis();
+        let guard = self.read();
+        let open = guard.as_ref().ok_or(Error::Closed)?;
+        for (index, meta) in open.states.iter().enumerate() {
+            let Some(ttl) = meta.ttl else { continue };
+            let cf = open
+                .db
+                .cf_handle(&meta.name)
+                .ok_or_else(|| self.missing_cf(&meta.name))?;
+            if meta.kind == StateKind::List {
+                // Appends are merge operands, which the compaction filter never sees.
+                let mut batch = WriteBatch::default();
+                let state = StateId(index as u32);
+                let ttl_millis = ttl.ttl_millis();
+                self.scan_db(&open.db, cf, meta, &[], None, &mut |key, value| {
+                    if entry_expired(meta.kind, value, ttl_millis, now) {
+                        batch.delete_cf(cf, key);
+                    }
+                    Visit::Continue(())
+                })?;
+                debug!(state = ?state, expired = batch.len(), "swept expired lists");
+                open.db.write_opt(batch, &self.write_options).map_err(|e| {
+                    self.rocks(format!("delete expired lists of state '{}'", meta.name), e)
+                })?;
+            }
+            open.db
+                .flush_cf(cf)
+                .map_err(|e| self.rocks(format!("flush state '{}'", meta.name), e))?;
+            open.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> Result<()> {
+        let mut guard = self.open.write().unwrap_or_else(|e| e.into_inner());
+        let Some(open) = guard.take() else {
+            return Ok(());
+        };
+        let mut cfs: Vec<&ColumnFamily> = Vec::new();
+        for meta in &open.states {
+            cfs.push(
+                open.db
+                    .cf_handle(&meta.name)
+                    .ok_or_else(|| self.missing_cf(&meta.name))?,
+            );
+        }
+        let mut flush = FlushOptions::default();
+        flush.set_wait(true);
+        open.db
+            .flush_cfs_opt(&cfs, &flush)
+            .map_err(|e| self.rocks("flush on close", e))?;
+        debug!(dir = %self.dir.display(), "closed RocksDB backend");
+        Ok(())
+    }
+}
+
+fn check_prefix_not_empty(prefix: &[u8]) -> Result<()> {
+    if prefix.len() < 2 {
+        return Err(Error::InvalidConfig {
+            what: "delete prefix",
+            detail: "a prefix to delete must start with a key group".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Drop for RocksDbBackend {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "closing the RocksDB backend failed");
+        }
+    }
+}

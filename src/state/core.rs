@@ -1,0 +1,317 @@
+//! What every typed state handle shares: its registration, its reused buffers, the key group
+//! and composite key of a key, the TTL rules, and batched scans.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::backend::key::{write_prefix, CompositeKey};
+use crate::backend::{KeyedStateBackend, StateId, StateMeta, Visit};
+use crate::codec::{Codec, CodecError};
+use crate::error::{Error, Result};
+use crate::keygroup::MaxParallelism;
+use crate::ttl::{read_stamp, TtlConfig, TtlUpdate, TtlVisibility, STAMP_LEN};
+
+/// A view of a state handle in one namespace: the same operations, scoped to `namespace`.
+///
+/// Made by the handles' `namespace` method, e.g. `window_counts.namespace(&window).get(&key)`.
+pub struct Namespaced<'a, S> {
+    pub(crate) state: &'a mut S,
+    pub(crate) namespace: &'a [u8],
+}
+
+/// How a stored TTL entry reads at this moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Live; return it as it is.
+    Live,
+    /// Live, and the read renews its stamp (`OnReadAndWrite`).
+    LiveRenew,
+    /// Expired: remove it, but return it this once (`ReturnExpiredIfNotCleanedUp`).
+    ExpiredVisible,
+    /// Expired: remove it and return nothing.
+    ExpiredHidden,
+}
+
+impl Freshness {
+    pub(crate) fn expired(self) -> bool {
+        matches!(self, Freshness::ExpiredVisible | Freshness::ExpiredHidden)
+    }
+
+    pub(crate) fn visible(self) -> bool {
+        self != Freshness::ExpiredHidden
+    }
+}
+
+pub(crate) struct StateCore<K> {
+    pub(crate) backend: Arc<dyn KeyedStateBackend>,
+    pub(crate) id: StateId,
+    pub(crate) name: Arc<str>,
+    key_codec: Arc<dyn Codec<K>>,
+    pub(crate) ttl: Option<TtlConfig>,
+    max_parallelism: MaxParallelism,
+    key_buf: Vec<u8>,
+    /// The composite key (or its `[kg][key][namespace]` prefix) of the current operation.
+    pub(crate) composite: Vec<u8>,
+    /// The stored value of the current operation.
+    pub(crate) value_buf: Vec<u8>,
+}
+
+impl<K> StateCore<K> {
+    pub(crate) fn register(
+        backend: &Arc<dyn KeyedStateBackend>,
+        meta: &StateMeta,
+        key_codec: Arc<dyn Codec<K>>,
+    ) -> Result<Self> {
+        let id = backend.register(meta)?;
+        Ok(StateCore {
+            backend: backend.clone(),
+            id,
+            name: meta.name.as_str().into(),
+            key_codec,
+            ttl: meta.ttl,
+            max_parallelism: backend.max_parallelism(),
+            key_buf: Vec::new(),
+            composite: Vec::new(),
+            value_buf: Vec::new(),
+        })
+    }
+
+    /// Puts `[kg][key][namespace]` of `key` into `self.composite`.
+    pub(crate) fn set_prefix(&mut self, namespace: &[u8], key: &K) -> Result<()> {
+        self.key_buf.clear();
+        self.key_codec
+            .encode(key, &mut self.key_buf)
+            .map_err(|e| self.codec_error("encode", "key", e))?;
+        check_len(&self.name, "key", &self.key_buf)?;
+        check_len(&self.name, "namespace", namespace)?;
+        let key_group = self.max_parallelism.key_group_of(&self.key_buf);
+        write_prefix(&mut self.composite, key_group, &self.key_buf, namespace);
+        Ok(())
+    }
+
+    pub(crate) fn codec_error(
+        &self,
+        action: &'static str,
+        part: &'static str,
+        e: CodecError,
+    ) -> Error {
+        Error::Codec {
+            state: self.name.to_string(),
+            action,
+            part,
+            detail: e.0,
+        }
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        self.backend.clock().now_millis()
+    }
+
+    /// Where the payload starts in a stored value: after the stamp when the state has TTL.
+    pub(crate) fn payload_start(&self) -> usize {
+        if self.ttl.is_some() {
+            STAMP_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Clears `value_buf` and, for a state with TTL, writes the current stamp into it.
+    pub(crate) fn begin_value(&mut self) {
+        self.value_buf.clear();
+        if let Some(stamp) = self.stamp() {
+            self.value_buf.extend_from_slice(&stamp);
+        }
+    }
+
+    /// The current stamp, for a state with TTL.
+    pub(crate) fn stamp(&self) -> Option<[u8; STAMP_LEN]> {
+        self.ttl.map(|_| self.now().to_be_bytes())
+    }
+
+    /// Applies the TTL rules to a stored value (a plain value, element or map user value).
+    pub(crate) fn freshness(&self, stored: &[u8], now: u64) -> Result<Freshness> {
+        freshness(self.ttl, &self.name, stored, now)
+    }
+
+    /// Reads the value at `self.composite` into `self.value_buf` and applies TTL: removes it
+    /// if expired, renews it if the policy says so. Returns whether a visible value is in
+    /// `value_buf` (payload from [`payload_start`](Self::payload_start)).
+    pub(crate) fn read_value(&mut self) -> Result<bool> {
+        if !self
+            .backend
+            .get(self.id, &self.composite, &mut self.value_buf)?
+        {
+            return Ok(false);
+        }
+        let now = self.now();
+        let freshness = self.freshness(&self.value_buf, now)?;
+        if freshness.expired() {
+            self.backend.delete(self.id, &self.composite)?;
+        } else if freshness == Freshness::LiveRenew {
+            self.value_buf[..STAMP_LEN].copy_from_slice(&now.to_be_bytes());
+            self.backend
+                .put(self.id, &self.composite, &self.value_buf)?;
+        }
+        Ok(freshness.visible())
+    }
+
+    /// A lazy iterator over the keys of this state that have an entry in `namespace`.
+    pub(crate) fn keys(&self, namespace: &[u8]) -> Keys<K> {
+        Keys {
+            scan: BatchScan::new(self.backend.clone(), self.id, Vec::new()),
+            key_codec: self.key_codec.clone(),
+            name: self.name.clone(),
+            namespace: namespace.to_vec(),
+            last_key: None,
+            _key: PhantomData,
+        }
+    }
+}
+
+/// How a stored value of a state with `ttl` reads at `now`.
+pub(crate) fn freshness(
+    ttl: Option<TtlConfig>,
+    state: &str,
+    stored: &[u8],
+    now: u64,
+) -> Result<Freshness> {
+    let Some(ttl) = ttl else {
+        return Ok(Freshness::Live);
+    };
+    let stamp = read_stamp(stored).ok_or_else(|| Error::Codec {
+        state: state.to_string(),
+        action: "decode",
+        part: "TTL timestamp",
+        detail: format!("the stored value has {} bytes, fewer than 8", stored.len()),
+    })?;
+    Ok(if !ttl.is_expired(stamp, now) {
+        match ttl.update {
+            TtlUpdate::OnReadAndWrite => Freshness::LiveRenew,
+            TtlUpdate::OnCreateAndWrite => Freshness::Live,
+        }
+    } else {
+        match ttl.visibility {
+            TtlVisibility::ReturnExpiredIfNotCleanedUp => Freshness::ExpiredVisible,
+            TtlVisibility::NeverReturnExpired => Freshness::ExpiredHidden,
+        }
+    })
+}
+
+fn check_len(state: &str, part: &'static str, bytes: &[u8]) -> Result<()> {
+    if u32::try_from(bytes.len()).is_err() {
+        return Err(Error::Codec {
+            state: state.to_string(),
+            action: "encode",
+            part,
+            detail: format!("{} bytes is above the 4 GiB limit", bytes.len()),
+        });
+    }
+    Ok(())
+}
+
+/// A stored entry: composite key and value.
+pub(crate) type Entry = (Vec<u8>, Vec<u8>);
+
+/// Scans a prefix of a state in batches, so that no borrow of the backend outlives a call:
+/// the iterators built on it can be held while the state is written.
+pub(crate) struct BatchScan {
+    backend: Arc<dyn KeyedStateBackend>,
+    id: StateId,
+    prefix: Vec<u8>,
+    resume_after: Option<Vec<u8>>,
+    batch: VecDeque<Entry>,
+    done: bool,
+}
+
+impl BatchScan {
+    const BATCH: usize = 128;
+
+    pub(crate) fn new(backend: Arc<dyn KeyedStateBackend>, id: StateId, prefix: Vec<u8>) -> Self {
+        BatchScan {
+            backend,
+            id,
+            prefix,
+            resume_after: None,
+            batch: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    pub(crate) fn prefix_len(&self) -> usize {
+        self.prefix.len()
+    }
+
+    pub(crate) fn next_entry(&mut self) -> Option<Result<Entry>> {
+        if self.batch.is_empty() && !self.done {
+            let batch = &mut self.batch;
+            let result = self.backend.scan(
+                self.id,
+                &self.prefix,
+                self.resume_after.as_deref(),
+                &mut |key, value| {
+                    batch.push_back((key.to_vec(), value.to_vec()));
+                    if batch.len() >= Self::BATCH {
+                        Visit::Break(())
+                    } else {
+                        Visit::Continue(())
+                    }
+                },
+            );
+            if let Err(e) = result {
+                self.done = true;
+                return Some(Err(e));
+            }
+            self.done = self.batch.len() < Self::BATCH;
+            self.resume_after = self.batch.back().map(|(key, _)| key.clone());
+        }
+        self.batch.pop_front().map(Ok)
+    }
+}
+
+/// The keys of a state that have an entry in one namespace, in key-group order.
+///
+/// Each key comes once, also for map states with many user keys. Keys are listed if they have
+/// stored entries, expired or not (as Flink's `getKeys`).
+pub struct Keys<K> {
+    scan: BatchScan,
+    key_codec: Arc<dyn Codec<K>>,
+    name: Arc<str>,
+    namespace: Vec<u8>,
+    last_key: Option<Vec<u8>>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K> Iterator for Keys<K> {
+    type Item = Result<K>;
+
+    fn next(&mut self) -> Option<Result<K>> {
+        loop {
+            let (composite, _) = match self.scan.next_entry()? {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e)),
+            };
+            let Some(parsed) = CompositeKey::parse(&composite) else {
+                return Some(Err(Error::Codec {
+                    state: self.name.to_string(),
+                    action: "decode",
+                    part: "composite key",
+                    detail: format!("{} bytes that are not a composite key", composite.len()),
+                }));
+            };
+            if parsed.namespace != self.namespace.as_slice()
+                || self.last_key.as_deref() == Some(parsed.key)
+            {
+                continue;
+            }
+            self.last_key = Some(parsed.key.to_vec());
+            return Some(self.key_codec.decode(parsed.key).map_err(|e| Error::Codec {
+                state: self.name.to_string(),
+                action: "decode",
+                part: "key",
+                detail: e.0,
+            }));
+        }
+    }
+}
