@@ -58,35 +58,30 @@ impl HeapBackend {
         }
     }
 
-    fn read(&self) -> Result<RwLockReadGuard<'_, Option<Vec<HeapState>>>> {
+    fn read(&self) -> RwLockReadGuard<'_, Option<Vec<HeapState>>> {
         // A panic in another thread while it held the lock leaves the maps consistent
         // (every mutation is a single map call), so a poisoned lock is still usable.
-        Ok(self.states.read().unwrap_or_else(|e| e.into_inner()))
+        self.states.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> Result<RwLockWriteGuard<'_, Option<Vec<HeapState>>>> {
-        Ok(self.states.write().unwrap_or_else(|e| e.into_inner()))
+    fn write(&self) -> RwLockWriteGuard<'_, Option<Vec<HeapState>>> {
+        self.states.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn with_state<T>(
-        &self,
-        state: StateId,
-        key: &[u8],
-        f: impl FnOnce(&HeapState) -> T,
-    ) -> Result<T> {
-        let guard = self.read()?;
-        let s = state_ref(guard.as_ref().ok_or(Error::Closed)?, state)?;
-        check_prefix(self.range, &s.meta, key)?;
-        Ok(f(s))
+    /// Runs `f` on a state; `f` checks the key or prefix it was given before using it.
+    fn with_state<T>(&self, state: StateId, f: impl FnOnce(&HeapState) -> Result<T>) -> Result<T> {
+        let guard = self.read();
+        f(state_ref(guard.as_ref().ok_or(Error::Closed)?, state)?)
     }
 
+    /// Runs `f` on a state after checking that `key` starts with an owned key group.
     fn with_state_mut<T>(
         &self,
         state: StateId,
         key: &[u8],
         f: impl FnOnce(&mut HeapState) -> T,
     ) -> Result<T> {
-        let mut guard = self.write()?;
+        let mut guard = self.write();
         let states = guard.as_mut().ok_or(Error::Closed)?;
         let s = states
             .get_mut(state.0 as usize)
@@ -137,7 +132,7 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn register(&self, meta: &StateMeta) -> Result<StateId> {
-        let mut guard = self.write()?;
+        let mut guard = self.write();
         let states = guard.as_mut().ok_or(Error::Closed)?;
         let mut metas: Vec<StateMeta> = states.iter().map(|s| s.meta.clone()).collect();
         let (index, new) = register_in(&mut metas, meta)?;
@@ -153,21 +148,22 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn states(&self) -> Result<Vec<StateMeta>> {
-        let guard = self.read()?;
+        let guard = self.read();
         let states = guard.as_ref().ok_or(Error::Closed)?;
         Ok(states.iter().map(|s| s.meta.clone()).collect())
     }
 
     fn get(&self, state: StateId, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        self.with_state(state, key, |s| {
+        self.with_state(state, |s| {
+            check_owned(self.range, &s.meta, key)?;
             out.clear();
-            match s.entries.get(key) {
+            Ok(match s.entries.get(key) {
                 Some(value) => {
                     out.extend_from_slice(value);
                     true
                 }
                 None => false,
-            }
+            })
         })
     }
 
@@ -210,18 +206,20 @@ impl KeyedStateBackend for HeapBackend {
         start_after: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Visit,
     ) -> Result<()> {
-        self.with_state(state, prefix, |s| {
+        self.with_state(state, |s| {
+            check_prefix(self.range, &s.meta, prefix)?;
             for (k, v) in range_from(&s.entries, prefix, start_after) {
                 if visit(k, v).is_break() {
                     break;
                 }
             }
+            Ok(())
         })
     }
 
     fn purge_expired(&self) -> Result<()> {
         let now = self.clock.now_millis();
-        let mut guard = self.write()?;
+        let mut guard = self.write();
         let states = guard.as_mut().ok_or(Error::Closed)?;
         for s in states.iter_mut() {
             if let Some(ttl) = s.meta.ttl {
@@ -234,7 +232,7 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn close(&self) -> Result<()> {
-        self.write()?.take();
+        self.write().take();
         Ok(())
     }
 }

@@ -312,12 +312,11 @@ impl RocksDbBackend {
         self.open.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` with the DB, the state's column family and its meta, after the checks every
-    /// keyed operation needs.
+    /// Runs `f` with the DB, the state's column family and its meta; `f` checks that the key
+    /// or prefix it was given is owned before it touches anything.
     fn with_cf<T>(
         &self,
         state: StateId,
-        key: &[u8],
         f: impl FnOnce(&DB, &ColumnFamily, &StateMeta) -> Result<T>,
     ) -> Result<T> {
         let guard = self.read();
@@ -326,7 +325,6 @@ impl RocksDbBackend {
             .states
             .get(state.0 as usize)
             .ok_or_else(|| unknown_state(state))?;
-        check_prefix(self.range, meta, key)?;
         let cf = open
             .db
             .cf_handle(&meta.name)
@@ -486,7 +484,7 @@ impl KeyedStateBackend for RocksDbBackend {
     }
 
     fn get(&self, state: StateId, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        self.with_cf(state, key, |db, cf, meta| {
+        self.with_cf(state, |db, cf, meta| {
             check_owned(self.range, meta, key)?;
             out.clear();
             match db.get_pinned_cf_opt(cf, key, &self.read_options) {
@@ -501,7 +499,7 @@ impl KeyedStateBackend for RocksDbBackend {
     }
 
     fn put(&self, state: StateId, key: &[u8], value: &[u8]) -> Result<()> {
-        self.with_cf(state, key, |db, cf, meta| {
+        self.with_cf(state, |db, cf, meta| {
             check_owned(self.range, meta, key)?;
             db.put_cf_opt(cf, key, value, &self.write_options)
                 .map_err(|e| self.rocks(format!("write state '{}'", meta.name), e))
@@ -509,7 +507,7 @@ impl KeyedStateBackend for RocksDbBackend {
     }
 
     fn append(&self, state: StateId, key: &[u8], elements: &[u8]) -> Result<()> {
-        self.with_cf(state, key, |db, cf, meta| {
+        self.with_cf(state, |db, cf, meta| {
             check_owned(self.range, meta, key)?;
             db.merge_cf_opt(cf, key, elements, &self.write_options)
                 .map_err(|e| self.rocks(format!("append to state '{}'", meta.name), e))
@@ -517,7 +515,7 @@ impl KeyedStateBackend for RocksDbBackend {
     }
 
     fn delete(&self, state: StateId, key: &[u8]) -> Result<()> {
-        self.with_cf(state, key, |db, cf, meta| {
+        self.with_cf(state, |db, cf, meta| {
             check_owned(self.range, meta, key)?;
             db.delete_cf_opt(cf, key, &self.write_options)
                 .map_err(|e| self.rocks(format!("delete from state '{}'", meta.name), e))
@@ -533,7 +531,8 @@ impl KeyedStateBackend for RocksDbBackend {
             doomed.push(key.to_vec());
             Visit::Continue(())
         })?;
-        self.with_cf(state, prefix, |db, cf, meta| {
+        self.with_cf(state, |db, cf, meta| {
+            check_prefix(self.range, meta, prefix)?;
             let mut batch = WriteBatch::default();
             for key in &doomed {
                 batch.delete_cf(cf, key);
@@ -550,7 +549,8 @@ impl KeyedStateBackend for RocksDbBackend {
         start_after: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Visit,
     ) -> Result<()> {
-        self.with_cf(state, prefix, |db, cf, meta| {
+        self.with_cf(state, |db, cf, meta| {
+            check_prefix(self.range, meta, prefix)?;
             self.scan_db(db, cf, meta, prefix, start_after, visit)
         })
     }
