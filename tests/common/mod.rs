@@ -43,6 +43,11 @@ impl Fixture {
         }
     }
 
+    /// What the fixture's clock reads now.
+    pub fn clock_now(&self) -> u64 {
+        cairn::Clock::now_millis(&self.clock)
+    }
+
     /// Opens the backend (again, for RocksDB: the same directory).
     pub fn open(&self) -> KeyedStateStore {
         let clock = Arc::new(self.clock.clone());
