@@ -353,15 +353,8 @@ fn run(kind: Kind, ttl: TtlConfig, program: &[Op]) -> Result<(), TestCaseError> 
     Ok(())
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases()))]
 
     #[test]
     fn ttl_agrees_with_the_model(ttl in policy(), program in prop::collection::vec(op(), 1..100)) {

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::backend::{check_owned, check_prefix, register_in, StateId, StateMeta, Visit};
+use crate::backend::{
+    check_owned, check_prefix, register_in, unknown_state, StateId, StateMeta, Visit,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
@@ -95,13 +97,6 @@ fn state_ref(states: &[HeapState], state: StateId) -> Result<&HeapState> {
     states
         .get(state.0 as usize)
         .ok_or_else(|| unknown_state(state))
-}
-
-fn unknown_state(state: StateId) -> Error {
-    Error::InvalidConfig {
-        what: "state id",
-        detail: format!("{state:?} was not registered with this backend"),
-    }
 }
 
 /// The keys of `map` starting with `prefix`, from after `start_after` if given.

@@ -135,6 +135,14 @@ fn check_state_name(name: &str) -> Result<()> {
     })
 }
 
+/// The error for a state id that this backend did not hand out.
+pub(crate) fn unknown_state(state: StateId) -> Error {
+    Error::InvalidConfig {
+        what: "state id",
+        detail: format!("{state:?} was not registered with this backend"),
+    }
+}
+
 /// Checks that the key group at the front of `key` is owned.
 pub(crate) fn check_owned(range: KeyGroupRange, state: &StateMeta, key: &[u8]) -> Result<()> {
     match key::key_group_of(key) {

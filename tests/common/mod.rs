@@ -92,3 +92,11 @@ pub fn stored_entries(store: &KeyedStateStore, state: &str) -> usize {
         .expect("scan");
     count
 }
+
+/// Programs per model test: 48 in CI, `PROPTEST_CASES=N` for more.
+pub fn proptest_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}

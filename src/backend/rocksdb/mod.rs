@@ -30,7 +30,7 @@ use tracing::debug;
 
 use crate::backend::key::{prefix_successor, CompositeKey};
 use crate::backend::{
-    check_owned, check_prefix, register_in, StateId, StateKind, StateMeta, Visit,
+    check_owned, check_prefix, register_in, unknown_state, StateId, StateKind, StateMeta, Visit,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -392,13 +392,6 @@ impl RocksDbBackend {
             path: self.dir.clone(),
             detail,
         }
-    }
-}
-
-fn unknown_state(state: StateId) -> Error {
-    Error::InvalidConfig {
-        what: "state id",
-        detail: format!("{state:?} was not registered with this backend"),
     }
 }
 
