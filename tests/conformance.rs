@@ -659,3 +659,48 @@ fn memory_budget_is_shared_by_backends() {
         "write buffers are charged to the shared cache"
     );
 }
+
+#[test]
+fn rocksdb_reopens_after_a_registration_interrupted_before_its_record() {
+    let f = Fixture::new(Kind::RocksDb);
+    {
+        let store = f.open();
+        store
+            .value_state(&counts())
+            .unwrap()
+            .update(&s("a"), &1)
+            .unwrap();
+        store.close().unwrap();
+    }
+    // What a crash between creating a column family and recording the state leaves.
+    {
+        let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), f.dir.path()).unwrap();
+        let mut db =
+            rocksdb::DB::open_cf(&rocksdb::Options::default(), f.dir.path(), names).unwrap();
+        db.create_cf("half-registered", &rocksdb::Options::default())
+            .unwrap();
+    }
+    let store = f.open();
+    let names: Vec<String> = store
+        .backend()
+        .states()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(names, ["counts"]);
+    assert_eq!(
+        store.value_state(&counts()).unwrap().get(&s("a")).unwrap(),
+        Some(1)
+    );
+    // The name can be registered afresh.
+    let mut again = store
+        .list_state(&StateDescriptor::<String, u64>::new(
+            "half-registered",
+            Utf8,
+            BigEndian,
+        ))
+        .unwrap();
+    again.add(&s("a"), &7).unwrap();
+    assert_eq!(again.get(&s("a")).unwrap().collect::<Vec<_>>(), [7]);
+}

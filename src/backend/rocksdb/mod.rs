@@ -161,7 +161,7 @@ impl RocksDbBackend {
             read_options: ReadOptions::default(),
             open: RwLock::new(None),
         };
-        let states = backend.read_existing_states()?;
+        let (states, orphans) = backend.read_existing_states()?;
         let ttl_millis: Vec<Arc<AtomicU64>> = states
             .iter()
             .map(|s| Arc::new(AtomicU64::new(s.ttl.map_or(0, |t| t.ttl_millis()))))
@@ -176,8 +176,20 @@ impl RocksDbBackend {
                 backend.state_cf_options(meta, ttl),
             ));
         }
-        let db = DB::open_cf_descriptors(&backend.db_options(), &backend.dir, descriptors)
+        for orphan in &orphans {
+            descriptors.push(ColumnFamilyDescriptor::new(
+                orphan.as_str(),
+                rocksdb::Options::default(),
+            ));
+        }
+        let mut db = DB::open_cf_descriptors(&backend.db_options(), &backend.dir, descriptors)
             .map_err(|e| backend.rocks("open", e))?;
+        for orphan in &orphans {
+            tracing::warn!(dir = %backend.dir.display(), column_family = %orphan,
+                "dropping a column family left without state metadata by an interrupted registration");
+            db.drop_cf(orphan)
+                .map_err(|e| backend.rocks(format!("drop column family '{orphan}'"), e))?;
+        }
         let meta_cf = db
             .cf_handle(META_CF)
             .ok_or_else(|| backend.missing_cf(META_CF))?;
@@ -198,10 +210,13 @@ impl RocksDbBackend {
     }
 
     /// Reads the backend record and state metadata of an existing DB through a read-only
-    /// open, and checks the record against this backend's configuration.
-    fn read_existing_states(&self) -> Result<Vec<StateMeta>> {
+    /// open, and checks the record against this backend's configuration. Also returns the
+    /// column families that have no state record: a registration creates the column family
+    /// first and records it second, and writes start only after both, so such a column
+    /// family was left empty by an interrupted registration.
+    fn read_existing_states(&self) -> Result<(Vec<StateMeta>, Vec<String>)> {
         if !self.dir.join("CURRENT").exists() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let families = DB::list_cf(&rocksdb::Options::default(), &self.dir)
             .map_err(|e| self.rocks("list column families", e))?;
@@ -240,7 +255,11 @@ impl RocksDbBackend {
             }
             states.push(meta);
         }
-        Ok(states)
+        let orphans = families
+            .into_iter()
+            .filter(|f| f != "default" && f != META_CF && !states.iter().any(|s| &s.name == f))
+            .collect();
+        Ok((states, orphans))
     }
 
     fn check_backend_record(&self, record: &[u8]) -> Result<()> {
