@@ -160,7 +160,13 @@ impl<K> StateCore<K> {
     /// A lazy iterator over the keys of this state that have an entry in `namespace`.
     pub(crate) fn keys(&self, namespace: &[u8]) -> Keys<K> {
         Keys {
-            scan: BatchScan::new(self.backend.clone(), self.id, Vec::new()),
+            scan: BatchScan::new(
+                self.backend.clone(),
+                self.id,
+                Vec::new(),
+                BatchScan::MAX_BATCH,
+                false,
+            ),
             key_codec: self.key_codec.clone(),
             name: self.name.clone(),
             namespace: namespace.to_vec(),
@@ -216,25 +222,39 @@ pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
 /// Scans a prefix of a state in batches, so that no borrow of the backend outlives a call:
 /// the iterators built on it can be held while the state is written.
+///
+/// Batches start at `first_batch` entries and double up to [`BatchScan::MAX_BATCH`], so a
+/// caller that wants one entry reads about one, and a long scan re-seeks rarely.
 pub(crate) struct BatchScan {
     backend: Arc<dyn KeyedStateBackend>,
     id: StateId,
     prefix: Vec<u8>,
     resume_after: Option<Vec<u8>>,
     batch: VecDeque<Entry>,
+    batch_size: usize,
+    /// Whether values are wanted; key listings leave them out.
+    values: bool,
     done: bool,
 }
 
 impl BatchScan {
-    const BATCH: usize = 128;
+    pub(crate) const MAX_BATCH: usize = 128;
 
-    pub(crate) fn new(backend: Arc<dyn KeyedStateBackend>, id: StateId, prefix: Vec<u8>) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn KeyedStateBackend>,
+        id: StateId,
+        prefix: Vec<u8>,
+        first_batch: usize,
+        values: bool,
+    ) -> Self {
         BatchScan {
             backend,
             id,
             prefix,
             resume_after: None,
             batch: VecDeque::new(),
+            batch_size: first_batch.clamp(1, Self::MAX_BATCH),
+            values,
             done: false,
         }
     }
@@ -245,14 +265,15 @@ impl BatchScan {
 
     pub(crate) fn next_entry(&mut self) -> Option<Result<Entry>> {
         if self.batch.is_empty() && !self.done {
-            let batch = &mut self.batch;
+            let (batch, limit, values) = (&mut self.batch, self.batch_size, self.values);
             let result = self.backend.scan(
                 self.id,
                 &self.prefix,
                 self.resume_after.as_deref(),
                 &mut |key, value| {
-                    batch.push_back((key.to_vec(), value.to_vec()));
-                    if batch.len() >= Self::BATCH {
+                    let value = if values { value.to_vec() } else { Vec::new() };
+                    batch.push_back((key.to_vec(), value));
+                    if batch.len() >= limit {
                         Visit::Break(())
                     } else {
                         Visit::Continue(())
@@ -263,8 +284,9 @@ impl BatchScan {
                 self.done = true;
                 return Some(Err(e));
             }
-            self.done = self.batch.len() < Self::BATCH;
+            self.done = self.batch.len() < limit;
             self.resume_after = self.batch.back().map(|(key, _)| key.clone());
+            self.batch_size = (limit * 2).min(Self::MAX_BATCH);
         }
         self.batch.pop_front().map(Ok)
     }

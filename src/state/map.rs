@@ -194,12 +194,24 @@ impl<K, UK, UV> MapState<K, UK, UV> {
     }
 
     pub(crate) fn iter_in(&mut self, namespace: &[u8], key: &K) -> Result<MapIter<UK, UV>> {
+        self.scan_in(namespace, key, BatchScan::MAX_BATCH)
+    }
+
+    /// An iterator over the map of `key` whose first batch reads `first_batch` entries.
+    fn scan_in(
+        &mut self,
+        namespace: &[u8],
+        key: &K,
+        first_batch: usize,
+    ) -> Result<MapIter<UK, UV>> {
         self.core.set_prefix(namespace, key)?;
         Ok(MapIter {
             scan: BatchScan::new(
                 self.core.backend.clone(),
                 self.core.id,
                 self.core.composite.clone(),
+                first_batch,
+                true,
             ),
             user_key_codec: self.user_key_codec.clone(),
             user_value_codec: self.user_value_codec.clone(),
@@ -212,7 +224,7 @@ impl<K, UK, UV> MapState<K, UK, UV> {
     }
 
     pub(crate) fn is_empty_in(&mut self, namespace: &[u8], key: &K) -> Result<bool> {
-        match self.iter_in(namespace, key)?.next() {
+        match self.scan_in(namespace, key, 1)?.next() {
             None => Ok(true),
             Some(Ok(_)) => Ok(false),
             Some(Err(e)) => Err(e),
