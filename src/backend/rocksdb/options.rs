@@ -1,6 +1,8 @@
 //! RocksDB settings: plain-data options, and the memory budget all backends of a process share.
 
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, WriteBufferManager};
+use rocksdb::{
+    BlockBasedIndexType, BlockBasedOptions, Cache, DBCompressionType, WriteBufferManager,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -81,9 +83,18 @@ impl RocksDbOptions {
     pub(crate) fn column_family(&self, budget: &MemoryBudget) -> rocksdb::Options {
         let mut table = BlockBasedOptions::default();
         table.set_block_size(self.block_size);
+        // Index and filter blocks live in the shared cache, so memory stays in the budget.
+        // They are partitioned into small blocks under a pinned top level: a whole-file
+        // filter of a large SST (megabytes) is bigger than one shard of the LRU cache, can
+        // never stay cached, and would be read from disk on every point read.
         table.set_block_cache(&budget.cache);
         table.set_cache_index_and_filter_blocks(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
+        table.set_pin_top_level_index_and_filter(true);
         if self.bloom_bits_per_key > 0.0 {
             table.set_bloom_filter(self.bloom_bits_per_key, false);
         }
