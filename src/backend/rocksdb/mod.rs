@@ -361,15 +361,20 @@ impl RocksDbBackend {
         start_after: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Visit,
     ) -> Result<()> {
-        let mut read_options = ReadOptions::default();
-        if let Some(upper) = prefix_successor(prefix) {
-            read_options.set_iterate_upper_bound(upper);
-        }
-        // Prefix seek only when the scan is exactly one map's prefix; any other scan of a
-        // map column family must ignore the prefix extractor.
+        // One map's prefix: a prefix seek, which the prefix bloom filters make skip every
+        // SST without that prefix, bounded by the extractor. Any other scan (a key group,
+        // the whole state) ignores the extractor and is bounded by the prefix's successor.
         let one_map =
             meta.kind == StateKind::Map && CompositeKey::prefix_len(prefix) == Some(prefix.len());
-        read_options.set_total_order_seek(!one_map);
+        let mut read_options = ReadOptions::default();
+        if one_map {
+            read_options.set_prefix_same_as_start(true);
+        } else {
+            read_options.set_total_order_seek(true);
+            if let Some(upper) = prefix_successor(prefix) {
+                read_options.set_iterate_upper_bound(upper);
+            }
+        }
         let mut it = db.raw_iterator_cf_opt(cf, read_options);
         match start_after {
             Some(after) if after >= prefix => {
