@@ -775,7 +775,16 @@ fn main() {
 
     let run_start = Instant::now();
     let mut rows = Vec::new();
+    // `CAIRN_BENCH_ONLY=map_iter` (a comma-separated list of names) runs only those operations.
+    let only = std::env::var("CAIRN_BENCH_ONLY").ok();
+    let selected = |op: Op| {
+        only.as_deref()
+            .is_none_or(|names| names.split(',').any(|n| n == op.name()))
+    };
     for (index, op) in Op::ALL.into_iter().enumerate() {
+        if !selected(op) {
+            continue;
+        }
         let mut row = Row {
             op,
             cairn: Vec::new(),

@@ -217,23 +217,27 @@ fn check_len(state: &str, part: &'static str, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A stored entry: composite key and value.
-pub(crate) type Entry = (Vec<u8>, Vec<u8>);
-
 /// Scans a prefix of a state in batches, so that no borrow of the backend outlives a call:
 /// the iterators built on it can be held while the state is written.
 ///
-/// Batches start at `first_batch` entries and double up to [`BatchScan::MAX_BATCH`], so a
-/// caller that wants one entry reads about one, and a long scan re-seeks rarely.
+/// A batch is copied into one buffer that is reused from batch to batch (no allocation per
+/// entry). Batches start at `first_batch` entries and double up to [`BatchScan::MAX_BATCH`],
+/// so a caller that wants one entry reads about one, and a long scan re-seeks rarely.
 pub(crate) struct BatchScan {
     backend: Arc<dyn KeyedStateBackend>,
     id: StateId,
     prefix: Vec<u8>,
-    resume_after: Option<Vec<u8>>,
-    batch: VecDeque<Entry>,
+    resume_after: Vec<u8>,
+    /// The keys and values of the current batch, back to back.
+    buffer: Vec<u8>,
+    /// Per entry of the current batch: where its key ends and where its value ends.
+    spans: VecDeque<(usize, usize)>,
+    /// Where the next entry starts in `buffer`.
+    cursor: usize,
     batch_size: usize,
     /// Whether values are wanted; key listings leave them out.
     values: bool,
+    started: bool,
     done: bool,
 }
 
@@ -251,10 +255,13 @@ impl BatchScan {
             backend,
             id,
             prefix,
-            resume_after: None,
-            batch: VecDeque::new(),
+            resume_after: Vec::new(),
+            buffer: Vec::new(),
+            spans: VecDeque::new(),
+            cursor: 0,
             batch_size: first_batch.clamp(1, Self::MAX_BATCH),
             values,
+            started: false,
             done: false,
         }
     }
@@ -263,32 +270,54 @@ impl BatchScan {
         self.prefix.len()
     }
 
-    pub(crate) fn next_entry(&mut self) -> Option<Result<Entry>> {
-        if self.batch.is_empty() && !self.done {
-            let (batch, limit, values) = (&mut self.batch, self.batch_size, self.values);
-            let result = self.backend.scan(
-                self.id,
-                &self.prefix,
-                self.resume_after.as_deref(),
-                &mut |key, value| {
-                    let value = if values { value.to_vec() } else { Vec::new() };
-                    batch.push_back((key.to_vec(), value));
-                    if batch.len() >= limit {
-                        Visit::Break(())
-                    } else {
-                        Visit::Continue(())
-                    }
-                },
-            );
-            if let Err(e) = result {
+    /// The next entry (composite key, value), borrowed until the next call.
+    pub(crate) fn next_entry(&mut self) -> Option<Result<(&[u8], &[u8])>> {
+        if self.spans.is_empty() {
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.fill() {
                 self.done = true;
                 return Some(Err(e));
             }
-            self.done = self.batch.len() < limit;
-            self.resume_after = self.batch.back().map(|(key, _)| key.clone());
-            self.batch_size = (limit * 2).min(Self::MAX_BATCH);
         }
-        self.batch.pop_front().map(Ok)
+        let (key_end, value_end) = self.spans.pop_front()?;
+        let start = std::mem::replace(&mut self.cursor, value_end);
+        Some(Ok((
+            &self.buffer[start..key_end],
+            &self.buffer[key_end..value_end],
+        )))
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let (buffer, spans) = (&mut self.buffer, &mut self.spans);
+        let (limit, values) = (self.batch_size, self.values);
+        buffer.clear();
+        let mut last_key = 0..0;
+        let resume_after = self.started.then_some(self.resume_after.as_slice());
+        self.backend
+            .scan(self.id, &self.prefix, resume_after, &mut |key, value| {
+                let key_start = buffer.len();
+                buffer.extend_from_slice(key);
+                let key_end = buffer.len();
+                if values {
+                    buffer.extend_from_slice(value);
+                }
+                spans.push_back((key_end, buffer.len()));
+                last_key = key_start..key_end;
+                if spans.len() >= limit {
+                    Visit::Break(())
+                } else {
+                    Visit::Continue(())
+                }
+            })?;
+        self.started = true;
+        self.cursor = 0;
+        self.done = self.spans.len() < limit;
+        self.resume_after.clear();
+        self.resume_after.extend_from_slice(&self.buffer[last_key]);
+        self.batch_size = (limit * 2).min(Self::MAX_BATCH);
+        Ok(())
     }
 }
 
@@ -314,7 +343,7 @@ impl<K> Iterator for Keys<K> {
                 Ok(entry) => entry,
                 Err(e) => return Some(Err(e)),
             };
-            let Some(parsed) = CompositeKey::parse(&composite) else {
+            let Some(parsed) = CompositeKey::parse(composite) else {
                 return Some(Err(Error::Codec {
                     state: self.name.to_string(),
                     action: "decode",

@@ -1,6 +1,5 @@
 //! Map state: a map from user keys to user values per key (and namespace).
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::backend::KeyedStateBackend;
@@ -213,13 +212,14 @@ impl<K, UK, UV> MapState<K, UK, UV> {
                 first_batch,
                 true,
             ),
-            user_key_codec: self.user_key_codec.clone(),
-            user_value_codec: self.user_value_codec.clone(),
-            name: self.core.name.clone(),
-            ttl: self.core.ttl,
-            now: self.core.now(),
-            payload_start: self.core.payload_start(),
-            _types: PhantomData,
+            decoder: EntryDecoder {
+                user_key_codec: self.user_key_codec.clone(),
+                user_value_codec: self.user_value_codec.clone(),
+                name: self.core.name.clone(),
+                ttl: self.core.ttl,
+                now: self.core.now(),
+                payload_start: self.core.payload_start(),
+            },
         })
     }
 
@@ -314,17 +314,22 @@ impl<K, UK, UV> Namespaced<'_, MapState<K, UK, UV>> {
 /// written (it then sees some of the writes, as Flink's iterators do).
 pub struct MapIter<UK, UV> {
     scan: BatchScan,
+    decoder: EntryDecoder<UK, UV>,
+}
+
+/// What a [`MapIter`] needs to turn stored entries into typed ones.
+struct EntryDecoder<UK, UV> {
     user_key_codec: Arc<dyn Codec<UK>>,
     user_value_codec: Arc<dyn Codec<UV>>,
     name: Arc<str>,
     ttl: Option<TtlConfig>,
     now: u64,
     payload_start: usize,
-    _types: PhantomData<fn() -> (UK, UV)>,
 }
 
-impl<UK, UV> MapIter<UK, UV> {
-    fn decode(&self, entry_key: &[u8], stored: &[u8]) -> Result<Option<(UK, UV)>> {
+impl<UK, UV> EntryDecoder<UK, UV> {
+    /// Decodes one stored entry: `None` if TTL hides it.
+    fn decode(&self, user_key: &[u8], stored: &[u8]) -> Result<Option<(UK, UV)>> {
         if !freshness(self.ttl, &self.name, stored, self.now)?.visible() {
             return Ok(None);
         }
@@ -336,7 +341,7 @@ impl<UK, UV> MapIter<UK, UV> {
         };
         let user_key = self
             .user_key_codec
-            .decode(&entry_key[self.scan.prefix_len()..])
+            .decode(user_key)
             .map_err(|e| codec_error("user key", e))?;
         let value = self
             .user_value_codec
@@ -350,12 +355,13 @@ impl<UK, UV> Iterator for MapIter<UK, UV> {
     type Item = Result<(UK, UV)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let prefix_len = self.scan.prefix_len();
         loop {
             let (entry_key, stored) = match self.scan.next_entry()? {
                 Ok(entry) => entry,
                 Err(e) => return Some(Err(e)),
             };
-            match self.decode(&entry_key, &stored) {
+            match self.decoder.decode(&entry_key[prefix_len..], stored) {
                 Ok(Some(entry)) => return Some(Ok(entry)),
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e)),
