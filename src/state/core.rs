@@ -251,15 +251,17 @@ impl BatchScan {
         first_batch: usize,
         values: bool,
     ) -> Self {
+        let batch_size = first_batch.clamp(1, Self::MAX_BATCH);
         BatchScan {
             backend,
             id,
             prefix,
             resume_after: Vec::new(),
-            buffer: Vec::new(),
-            spans: VecDeque::new(),
+            // Sized for a small map in one go; a long scan grows them once or twice.
+            buffer: Vec::with_capacity(512),
+            spans: VecDeque::with_capacity(batch_size.min(16)),
             cursor: 0,
-            batch_size: first_batch.clamp(1, Self::MAX_BATCH),
+            batch_size,
             values,
             started: false,
             done: false,
@@ -314,8 +316,10 @@ impl BatchScan {
         self.started = true;
         self.cursor = 0;
         self.done = self.spans.len() < limit;
-        self.resume_after.clear();
-        self.resume_after.extend_from_slice(&self.buffer[last_key]);
+        if !self.done {
+            self.resume_after.clear();
+            self.resume_after.extend_from_slice(&self.buffer[last_key]);
+        }
         self.batch_size = (limit * 2).min(Self::MAX_BATCH);
         Ok(())
     }
