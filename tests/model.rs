@@ -11,7 +11,7 @@ use cairn::{
     BigEndian, KeyedStateStore, ListState, MapState, MapStateDescriptor, StateDescriptor,
     ValueState,
 };
-use common::{Fixture, Kind, KINDS};
+use common::{Answer, Fixture, Kind, KINDS};
 use proptest::prelude::*;
 
 type Ns = Vec<u8>;
@@ -67,17 +67,6 @@ struct Model {
     values: BTreeMap<(u8, Ns), u64>,
     lists: BTreeMap<(u8, Ns), Vec<u16>>,
     maps: BTreeMap<(u8, Ns), BTreeMap<u8, u64>>,
-}
-
-/// What a read answered, compared between model and backend.
-#[derive(Debug, PartialEq)]
-enum Answer {
-    None,
-    Value(Option<u64>),
-    List(Vec<u16>),
-    Entries(Vec<(u8, u64)>),
-    Bool(bool),
-    Keys(BTreeSet<u8>),
 }
 
 impl Model {

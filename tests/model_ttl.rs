@@ -16,7 +16,7 @@ use cairn::{
     BigEndian, KeyedStateStore, ListState, MapState, MapStateDescriptor, StateDescriptor,
     TtlConfig, TtlUpdate, TtlVisibility, ValueState,
 };
-use common::{Fixture, Kind, KINDS};
+use common::{Answer, Fixture, Kind, KINDS};
 use proptest::prelude::*;
 
 const TTL: u64 = 100;
@@ -69,16 +69,6 @@ fn policy() -> impl Strategy<Value = TtlConfig> {
                 TtlVisibility::NeverReturnExpired
             })
     })
-}
-
-#[derive(Debug, PartialEq)]
-enum Answer {
-    None,
-    Value(Option<u64>),
-    List(Vec<u16>),
-    Entries(Vec<(u8, u64)>),
-    Bool(bool),
-    Keys(BTreeSet<u8>),
 }
 
 /// A stored item and the time of its last renewal.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use cairn::{
@@ -99,4 +100,15 @@ pub fn proptest_cases() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(48)
+}
+
+/// What an operation of a model test answered, compared between the model and a backend.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    None,
+    Value(Option<u64>),
+    List(Vec<u16>),
+    Entries(Vec<(u8, u64)>),
+    Bool(bool),
+    Keys(BTreeSet<u8>),
 }
