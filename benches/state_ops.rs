@@ -6,7 +6,8 @@
 //! `raw-rocksdb`). The workload and the sides are those of `benches/compare.rs` (the ratio
 //! harness, `cargo bench --bench compare`): `CAIRN_BENCH_KEYS` keys (1,000,000 by default;
 //! e.g. 20000 for a smoke run) are loaded once per side, outside the timed part, and every
-//! iteration is one operation on a uniformly random existing key. `list_get` runs before
+//! iteration is one operation on a uniformly random existing key. Both DBs are compacted to
+//! the same shape before each group, as in the ratio harness. `list_get` runs before
 //! `list_add`, because criterion runs a different number of iterations per side and the
 //! lists would otherwise grow by different amounts.
 
@@ -59,22 +60,24 @@ fn state_ops(c: &mut Criterion) {
     let accesses = accesses(keys, ACCESSES, 0x00CA_1127);
 
     let mut cairn = Cairn::rocksdb();
+    let mut raw_db = RawDb::open();
     let mut heap = Cairn::heap();
-    let raw_db = RawDb::open();
-    let mut raw = raw_db.side();
     for (name, took) in [
         ("cairn-rocksdb", load(&mut cairn, keys)),
+        ("raw-rocksdb", load(&mut raw_db.side(), keys)),
         ("cairn-heap", load(&mut heap, keys)),
-        ("raw-rocksdb", load(&mut raw, keys)),
     ] {
         eprintln!(
             "loaded {keys} keys into {name} in {:.1} s",
             took.as_secs_f64()
         );
     }
-    raw_db.wait_idle(Duration::from_secs(120));
 
     for op in ORDER {
+        // Both LSM trees in the same shape before each group (see `Cairn::compact`).
+        cairn = cairn.compact();
+        raw_db = raw_db.compact();
+        let mut raw = raw_db.side();
         let mut group = c.benchmark_group(op.name());
         group.throughput(Throughput::Elements(1));
         bench_side(&mut group, "cairn-rocksdb", op, &mut cairn, &accesses);
