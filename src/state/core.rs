@@ -145,6 +145,9 @@ impl<K> StateCore<K> {
         {
             return Ok(false);
         }
+        if self.ttl.is_none() {
+            return Ok(true);
+        }
         let now = self.now();
         let freshness = self.freshness(&self.value_buf, now)?;
         if freshness.expired() {

@@ -124,7 +124,8 @@ impl<K, V> ListState<K, V> {
         {
             return Ok(Vec::new().into_iter());
         }
-        let now = core.now();
+        let has_ttl = core.ttl.is_some();
+        let now = if has_ttl { core.now() } else { 0 };
         let start = core.payload_start();
         let mut values = Vec::new();
         // Under TTL: the elements to keep, re-framed (renewed where the policy says so).
@@ -146,6 +147,9 @@ impl<K, V> ListState<K, V> {
                     .decode(&element[start..])
                     .map_err(|e| core.codec_error("decode", "element", e))?;
                 values.push(value);
+            }
+            if !has_ttl {
+                continue;
             }
             match freshness {
                 Freshness::Live => write_framed(&mut kept, element),

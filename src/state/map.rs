@@ -217,7 +217,11 @@ impl<K, UK, UV> MapState<K, UK, UV> {
                 user_value_codec: self.user_value_codec.clone(),
                 name: self.core.name.clone(),
                 ttl: self.core.ttl,
-                now: self.core.now(),
+                now: if self.core.ttl.is_some() {
+                    self.core.now()
+                } else {
+                    0
+                },
                 payload_start: self.core.payload_start(),
             },
         })
