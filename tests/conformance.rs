@@ -20,6 +20,19 @@ fn counts() -> StateDescriptor<String, u64> {
     StateDescriptor::new("counts", Utf8, BigEndian)
 }
 
+/// The names of the states a backend holds, sorted.
+fn state_names(store: &cairn::KeyedStateStore) -> Vec<String> {
+    let mut names: Vec<String> = store
+        .backend()
+        .states()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    names.sort();
+    names
+}
+
 fn collect<T>(iter: impl Iterator<Item = cairn::Result<T>>) -> Vec<T> {
     iter.collect::<cairn::Result<Vec<T>>>().expect("iteration")
 }
@@ -552,14 +565,7 @@ fn rocksdb_backend_reopens_with_its_states() {
         store.close().unwrap();
     }
     let store = f.open();
-    let mut names: Vec<String> = store
-        .backend()
-        .states()
-        .unwrap()
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
-    names.sort();
+    let names = state_names(&store);
     assert_eq!(names, ["counts", "expiring", "l", "m"]);
     let mut v = store.value_state(&counts()).unwrap();
     let mut l = store
@@ -681,13 +687,7 @@ fn rocksdb_reopens_after_a_registration_interrupted_before_its_record() {
             .unwrap();
     }
     let store = f.open();
-    let names: Vec<String> = store
-        .backend()
-        .states()
-        .unwrap()
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
+    let names = state_names(&store);
     assert_eq!(names, ["counts"]);
     assert_eq!(
         store.value_state(&counts()).unwrap().get(&s("a")).unwrap(),
