@@ -123,6 +123,59 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A snapshot path that could leave the storage root or that a store cannot hold.
+    #[error("invalid snapshot path '{path}': {reason}")]
+    InvalidPath {
+        /// The rejected path.
+        path: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+
+    /// A snapshot, checkpoint or file that should exist does not.
+    #[error(
+        "no {what} at '{path}' in {location}; check the path, or restore from another snapshot"
+    )]
+    NotFound {
+        /// What was looked for, e.g. `completed checkpoint`.
+        what: &'static str,
+        /// The store's location.
+        location: String,
+        /// The path under the store's root.
+        path: String,
+    },
+
+    /// Checkpoint storage failed to read or write a file.
+    #[error("cannot {op} '{path}' in {location}: {source}")]
+    Storage {
+        /// The operation, e.g. `write`.
+        op: &'static str,
+        /// The store's location.
+        location: String,
+        /// The path under the store's root.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A checkpoint could not be taken or committed; the previous one stays the latest.
+    #[error("checkpoint {checkpoint_id} failed: {detail}")]
+    Checkpoint {
+        /// The checkpoint's id.
+        checkpoint_id: u64,
+        /// What went wrong, and what to do.
+        detail: String,
+    },
+
+    /// A snapshot cannot be restored as asked.
+    #[error("cannot restore {what}: {detail}")]
+    Restore {
+        /// What was being restored, e.g. `operator 'word-count' from checkpoint 7`.
+        what: String,
+        /// Why not, and what to do.
+        detail: String,
+    },
 }
 
 /// The broad class of an [`Error`]: tells a caller what kind of reaction fits.
@@ -135,6 +188,8 @@ pub enum ErrorKind {
     DataCorruption,
     /// The object was closed.
     Closed,
+    /// A snapshot or file does not exist.
+    NotFound,
     /// The storage underneath failed; retrying or freeing resources may help.
     Unavailable,
 }
@@ -147,11 +202,17 @@ impl Error {
             | Error::StateMismatch { .. }
             | Error::InvalidStateName { .. }
             | Error::KeyGroupNotOwned { .. }
-            | Error::BackendMismatch { .. } => ErrorKind::InvalidInput,
+            | Error::BackendMismatch { .. }
+            | Error::InvalidPath { .. }
+            | Error::Restore { .. } => ErrorKind::InvalidInput,
             Error::Codec { action, .. } if *action == "encode" => ErrorKind::InvalidInput,
             Error::Codec { .. } | Error::Corrupted { .. } => ErrorKind::DataCorruption,
             Error::Closed => ErrorKind::Closed,
-            Error::RocksDb { .. } | Error::Io { .. } => ErrorKind::Unavailable,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::RocksDb { .. }
+            | Error::Io { .. }
+            | Error::Storage { .. }
+            | Error::Checkpoint { .. } => ErrorKind::Unavailable,
         }
     }
 }

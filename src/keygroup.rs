@@ -166,6 +166,13 @@ impl KeyGroupRange {
     pub fn iter(&self) -> impl Iterator<Item = KeyGroup> {
         self.start..=self.end
     }
+
+    /// The key groups in both ranges, if any.
+    pub fn intersect(&self, other: &KeyGroupRange) -> Option<KeyGroupRange> {
+        let start = self.start.max(other.start);
+        let end = self.end.min(other.end);
+        (start <= end).then_some(KeyGroupRange { start, end })
+    }
 }
 
 impl fmt::Display for KeyGroupRange {

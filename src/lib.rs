@@ -49,7 +49,9 @@ mod clock;
 mod codec;
 mod error;
 mod keygroup;
+mod snapshot;
 mod state;
+mod storage;
 mod ttl;
 
 pub use backend::{
@@ -60,9 +62,18 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{BigEndian, Bincode, Bytes, Codec, CodecError, CodecInfo, Utf8};
 pub use error::{Error, ErrorKind, Result};
 pub use keygroup::{murmur3_x86_32, KeyGroup, KeyGroupRange, MaxParallelism};
+pub use snapshot::{
+    shared_file_creator, CheckpointId, InstanceId, JobSnapshot, KeyedStateHandle, OperatorSnapshot,
+    PendingSnapshot, SnapshotFile, SnapshotFormat, SnapshotKind, SnapshotRequest, SnapshotTask,
+    SubtaskRestore, METADATA_FILE, METADATA_VERSION, SHARED_DIR,
+};
 pub use state::{
     AggregateFunction, AggregatingState, KeyedStateStore, Keys, ListState, MapIter, MapState,
     MapStateDescriptor, Namespaced, ReducingState, StateDescriptor, ValueState,
+};
+pub use storage::{
+    latest_checkpoint, read_checkpoint, CheckpointStorage, GarbageReport, LocalStore,
+    PendingCheckpoint, Retention, SnapshotStore, SnapshotWrite, StoragePath,
 };
 pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};
 

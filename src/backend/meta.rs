@@ -15,7 +15,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::backend::key::{read_framed, write_framed};
+use crate::backend::key::{read_framed, read_varint, write_framed};
 use crate::codec::CodecInfo;
 use crate::ttl::{TtlConfig, TtlUpdate, TtlVisibility};
 
@@ -212,7 +212,7 @@ fn write_codec(out: &mut Vec<u8>, codec: &CodecInfo) {
 /// A cursor over bytes whose every read is checked.
 pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     pub(crate) fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
         let head = self
             .0
@@ -229,9 +229,20 @@ impl Reader<'_> {
         Ok(self.array::<1>(what)?[0])
     }
 
-    fn string(&mut self, what: &str) -> Result<String, String> {
+    pub(crate) fn framed(&mut self, what: &str) -> Result<&'a [u8], String> {
         let (bytes, rest) = read_framed(self.0).ok_or_else(|| format!("truncated at {what}"))?;
         self.0 = rest;
+        Ok(bytes)
+    }
+
+    pub(crate) fn varint(&mut self, what: &str) -> Result<u32, String> {
+        let (value, used) = read_varint(self.0).ok_or_else(|| format!("bad varint at {what}"))?;
+        self.0 = &self.0[used..];
+        Ok(value)
+    }
+
+    pub(crate) fn string(&mut self, what: &str) -> Result<String, String> {
+        let bytes = self.framed(what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
     }
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::snapshot::{CheckpointId, PendingSnapshot, SnapshotRequest};
 
 pub use meta::{StateKind, StateMeta};
 
@@ -86,6 +87,25 @@ pub trait KeyedStateBackend: Send + Sync {
     /// Removes every expired entry of every state with TTL now (RocksDB: a full compaction
     /// through the TTL compaction filter; heap: a sweep).
     fn purge_expired(&self) -> Result<()>;
+
+    /// Takes the synchronous phase of a snapshot and returns the asynchronous one.
+    ///
+    /// The synchronous phase fixes a consistent cut of every state, in time independent
+    /// of the state's size (RocksDB: flush and hard-link the live files; heap: share the
+    /// maps copy-on-write). Reads and writes may go on as soon as it returns, while the
+    /// returned [`PendingSnapshot`] writes the cut to `request.store`. Call it from the
+    /// thread that writes state, between two writes, as a stream task does at a barrier.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; the backend's error if the cut cannot be taken.
+    fn snapshot(&self, request: &SnapshotRequest) -> Result<PendingSnapshot>;
+
+    /// Tells the backend that checkpoint `checkpoint_id` completed (its `_metadata` is
+    /// committed), so later incremental checkpoints may reference the files it wrote.
+    /// Until told, a backend references only files of checkpoints it knows completed.
+    fn notify_checkpoint_complete(&self, checkpoint_id: CheckpointId) {
+        let _ = checkpoint_id;
+    }
 
     /// Flushes and releases the backend; later calls fail with [`Error::Closed`].
     fn close(&self) -> Result<()>;

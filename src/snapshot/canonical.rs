@@ -507,11 +507,7 @@ impl<'a> CanonicalReader<'a> {
     /// # Errors
     /// [`Error::Corrupted`] for a block or entry that fails a check (entries before it have
     /// been visited); the store's errors; the first error `visit` returns.
-    pub(crate) fn read(
-        &self,
-        range: KeyGroupRange,
-        visit: &mut EntryVisitor<'_>,
-    ) -> Result<()> {
+    pub(crate) fn read(&self, range: KeyGroupRange, visit: &mut EntryVisitor<'_>) -> Result<()> {
         let Some(range) = range.intersect(&self.range) else {
             return Ok(());
         };

@@ -14,13 +14,16 @@
 //! its kind needs (read first through a read-only open) and rejects a mismatched
 //! registration.
 
+mod checkpoint;
 mod options;
+mod restore;
 mod ttl_filter;
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Instant;
 
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, FlushOptions, MergeOperands, ReadOptions, SliceTransform,
@@ -35,8 +38,13 @@ use crate::backend::{
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::snapshot::{
+    CheckpointId, InstanceId, KeyedStateHandle, PendingSnapshot, SnapshotRequest,
+};
+use crate::storage::SnapshotStore;
 use crate::ttl::entry_expired;
 use crate::KeyedStateBackend;
+use checkpoint::{StagedCheckpoint, UploadedFiles};
 
 pub use options::{MemoryBudget, RocksDbOptions};
 use ttl_filter::TtlFilterFactory;
@@ -55,9 +63,24 @@ pub struct RocksDbBackendBuilder {
     options: RocksDbOptions,
     budget: Option<MemoryBudget>,
     clock: Arc<dyn Clock>,
+    restore: Option<(Arc<dyn SnapshotStore>, Vec<KeyedStateHandle>)>,
 }
 
 impl RocksDbBackendBuilder {
+    /// Restores the backend from snapshot handles (a [`SubtaskRestore`]'s), into `dir`,
+    /// which must be missing or empty. The first handle is the base (see the module
+    /// docs of the restore); with no handles the backend starts empty.
+    ///
+    /// [`SubtaskRestore`]: crate::SubtaskRestore
+    pub fn restore_from(
+        mut self,
+        store: Arc<dyn SnapshotStore>,
+        handles: Vec<KeyedStateHandle>,
+    ) -> Self {
+        self.restore = Some((store, handles));
+        self
+    }
+
     /// Sets the RocksDB options.
     pub fn options(mut self, options: RocksDbOptions) -> Self {
         self.options = options;
@@ -77,9 +100,14 @@ impl RocksDbBackendBuilder {
         self
     }
 
-    /// Opens the backend, creating the directory and the DB if needed.
+    /// Opens the backend, creating the directory and the DB if needed, restoring first if
+    /// [`restore_from`](Self::restore_from) was given.
     ///
     /// # Errors
+    /// For a restore: [`Error::Restore`] if the directory is not empty, the handles are
+    /// not RocksDB snapshots, disagree on a state, or have another max parallelism;
+    /// [`Error::NotFound`] / [`Error::Corrupted`] for a missing file or one whose size or
+    /// CRC32 differs from the snapshot's record. Otherwise:
     /// [`Error::BackendMismatch`] if the directory holds a backend of another max
     /// parallelism or key-group range; [`Error::Corrupted`] if its metadata does not decode;
     /// [`Error::RocksDb`] / [`Error::Io`] if it cannot be opened.
@@ -107,6 +135,10 @@ pub struct RocksDbBackend {
     clock: Arc<dyn Clock>,
     write_options: WriteOptions,
     read_options: ReadOptions,
+    /// Names the files this opening uploads.
+    instance: InstanceId,
+    /// The SST files of earlier snapshots that later ones may reference.
+    uploaded: Arc<Mutex<UploadedFiles>>,
     /// `None` once closed. Reads and writes share the lock; registering and closing take it.
     open: RwLock<Option<OpenDb>>,
 }
@@ -132,6 +164,7 @@ impl RocksDbBackend {
             options: RocksDbOptions::default(),
             budget: None,
             clock: Arc::new(SystemClock),
+            restore: None,
         }
     }
 
@@ -140,7 +173,54 @@ impl RocksDbBackend {
         &self.dir
     }
 
-    fn open(b: RocksDbBackendBuilder) -> Result<Self> {
+    /// The id that names the files this opening uploads.
+    pub fn instance(&self) -> InstanceId {
+        self.instance
+    }
+
+    fn open(mut b: RocksDbBackendBuilder) -> Result<Self> {
+        let mut expected_range = b.range;
+        let mut uploaded = UploadedFiles::default();
+        let mut restore_rest = None;
+        if let Some((store, handles)) = b.restore.take().filter(|(_, h)| !h.is_empty()) {
+            let started = Instant::now();
+            let what = format!("{} into {}", b.range, b.dir.display());
+            restore::check_empty(&b.dir)?;
+            let states = restore::validate(store.as_ref(), &handles, &what)?;
+            let base = &handles[0];
+            restore::download_into(store.as_ref(), base, &b.dir)?;
+            expected_range = base.key_groups;
+            if handles.len() == 1 && base.key_groups == b.range {
+                uploaded = UploadedFiles::restored(base);
+            }
+            restore_rest = Some((store, handles, states, what, started));
+        }
+        let backend = Self::open_dir(b, expected_range, uploaded)?;
+        if let Some((store, handles, states, what, started)) = restore_rest {
+            if expected_range != backend.range {
+                backend.clip_to_range()?;
+            }
+            for meta in &states {
+                backend.register(meta).map_err(|e| Error::Restore {
+                    what: what.clone(),
+                    detail: e.to_string(),
+                })?;
+            }
+            for (index, handle) in handles.iter().enumerate().skip(1) {
+                backend.ingest_handle(store.as_ref(), handle, index)?;
+            }
+            tracing::info!(dir = %backend.dir.display(), range = %backend.range,
+                handles = handles.len(), ms = started.elapsed().as_millis() as u64,
+                "restored RocksDB backend");
+        }
+        Ok(backend)
+    }
+
+    fn open_dir(
+        b: RocksDbBackendBuilder,
+        expected_range: KeyGroupRange,
+        uploaded: UploadedFiles,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&b.dir).map_err(|source| Error::Io {
             op: "create backend directory",
             path: b.dir.clone(),
@@ -159,9 +239,11 @@ impl RocksDbBackend {
             clock: b.clock,
             write_options,
             read_options: ReadOptions::default(),
+            instance: InstanceId::random(),
+            uploaded: Arc::new(Mutex::new(uploaded)),
             open: RwLock::new(None),
         };
-        let (states, orphans) = backend.read_existing_states()?;
+        let (states, orphans) = backend.read_existing_states(expected_range)?;
         let ttl_millis: Vec<Arc<AtomicU64>> = states
             .iter()
             .map(|s| Arc::new(AtomicU64::new(s.ttl.map_or(0, |t| t.ttl_millis()))))
@@ -214,7 +296,10 @@ impl RocksDbBackend {
     /// column families that have no state record: a registration creates the column family
     /// first and records it second, and writes start only after both, so such a column
     /// family was left empty by an interrupted registration.
-    fn read_existing_states(&self) -> Result<(Vec<StateMeta>, Vec<String>)> {
+    fn read_existing_states(
+        &self,
+        expected_range: KeyGroupRange,
+    ) -> Result<(Vec<StateMeta>, Vec<String>)> {
         if !self.dir.join("CURRENT").exists() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -238,7 +323,7 @@ impl RocksDbBackend {
             .get_cf(cf, BACKEND_RECORD)
             .map_err(|e| self.rocks("read the backend record", e))?
             .ok_or_else(|| self.corrupted("backend record", "missing".into()))?;
-        self.check_backend_record(&record)?;
+        self.check_backend_record(&record, expected_range)?;
         let mut states = Vec::new();
         for item in db.prefix_iterator_cf(cf, STATE_RECORD_PREFIX) {
             let (key, value) = item.map_err(|e| self.rocks("read state metadata", e))?;
@@ -262,7 +347,7 @@ impl RocksDbBackend {
         Ok((states, orphans))
     }
 
-    fn check_backend_record(&self, record: &[u8]) -> Result<()> {
+    fn check_backend_record(&self, record: &[u8], expected_range: KeyGroupRange) -> Result<()> {
         let [version, m0, m1, m2, m3, s0, s1, e0, e1] = record else {
             return Err(self.corrupted("backend record", format!("{} bytes, not 9", record.len())));
         };
@@ -277,6 +362,14 @@ impl RocksDbBackend {
             u16::from_be_bytes([*s0, *s1]),
             u16::from_be_bytes([*e0, *e1]),
         );
+        if expected_range != self.range {
+            // A restore: the key groups are re-cut, the max parallelism cannot be.
+            return restore::check_max_parallelism(
+                max,
+                self.max_parallelism,
+                &format!("{} into {}", self.range, self.dir.display()),
+            );
+        }
         if max != self.max_parallelism.get() || range != self.range {
             return Err(Error::BackendMismatch {
                 path: self.dir.clone(),
@@ -604,6 +697,32 @@ impl KeyedStateBackend for RocksDbBackend {
             open.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())
+    }
+
+    fn snapshot(&self, request: &SnapshotRequest) -> Result<PendingSnapshot> {
+        let started = Instant::now();
+        let guard = self.read();
+        let open = guard.as_ref().ok_or(Error::Closed)?;
+        let staging = checkpoint::stage(&open.db, &self.dir, request.checkpoint_id)?;
+        let states = open.states.clone();
+        drop(guard);
+        Ok(StagedCheckpoint {
+            request: request.clone(),
+            staging,
+            instance: self.instance,
+            range: self.range,
+            states,
+            uploaded: self.uploaded.clone(),
+            db_dir: self.dir.clone(),
+        }
+        .into_pending(started))
+    }
+
+    fn notify_checkpoint_complete(&self, checkpoint_id: CheckpointId) {
+        self.uploaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .complete(checkpoint_id);
     }
 
     fn close(&self) -> Result<()> {

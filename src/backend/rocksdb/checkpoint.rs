@@ -1,0 +1,226 @@
+//! Incremental checkpoints of a RocksDB backend.
+//!
+//! The synchronous phase asks RocksDB for a checkpoint of the DB in a staging directory
+//! inside the backend's directory: it flushes the memtables (atomically across column
+//! families, so all states are cut at the same write) and hard-links the live SST files,
+//! which costs the memtables' size, never the state's. The asynchronous phase uploads the
+//! staged files and removes the staging directory:
+//! - an SST file that the last completed checkpoint known to this backend already holds is
+//!   referenced, not uploaded: within one DB an SST file's number is never reused and the
+//!   file never changes, so its local name identifies it;
+//! - any other SST file goes to `shared/<checkpoint>-<instance>-<name>` (incremental) or to
+//!   the snapshot's private directory (self-contained snapshots);
+//! - MANIFEST, CURRENT and OPTIONS go to `chk-<id>/<instance>/` as private files.
+//!
+//! Which files a backend may reference is tracked per checkpoint: files of a checkpoint
+//! become referencable only once [`notify_checkpoint_complete`] says it completed, so an
+//! aborted checkpoint's uploads are never relied on.
+//!
+//! [`notify_checkpoint_complete`]: crate::KeyedStateBackend::notify_checkpoint_complete
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rocksdb::checkpoint::Checkpoint;
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::snapshot::transfer::{in_parallel, upload};
+use crate::snapshot::{
+    shared_file_path, CheckpointId, InstanceId, KeyedStateHandle, PendingSnapshot, SnapshotFile,
+    SnapshotFormat, SnapshotRequest,
+};
+use crate::{KeyGroupRange, StateMeta};
+
+/// The directory, inside a backend's directory, where checkpoints are staged.
+pub(super) const STAGING_DIR: &str = "_cairn_staging";
+
+/// The SST files of snapshots, by local file name: of the last completed checkpoint this
+/// backend was told of, and of the ones still pending.
+#[derive(Debug, Default)]
+pub(super) struct UploadedFiles {
+    confirmed: Option<(CheckpointId, Arc<HashMap<String, SnapshotFile>>)>,
+    pending: BTreeMap<CheckpointId, HashMap<String, SnapshotFile>>,
+}
+
+impl UploadedFiles {
+    /// Starts the chain from a restored checkpoint whose files are this DB's files.
+    pub(super) fn restored(handle: &KeyedStateHandle) -> Self {
+        let files = handle
+            .files
+            .iter()
+            .filter(|f| f.is_shared())
+            .map(|f| (f.name.clone(), f.clone()))
+            .collect();
+        UploadedFiles {
+            confirmed: Some((handle.checkpoint_id, Arc::new(files))),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn complete(&mut self, checkpoint_id: CheckpointId) {
+        if let Some(files) = self.pending.remove(&checkpoint_id) {
+            if self
+                .confirmed
+                .as_ref()
+                .is_none_or(|(confirmed, _)| *confirmed < checkpoint_id)
+            {
+                self.confirmed = Some((checkpoint_id, Arc::new(files)));
+            }
+        }
+        self.pending = self.pending.split_off(&(checkpoint_id + 1));
+    }
+}
+
+/// What the asynchronous phase needs, taken in the synchronous phase.
+pub(super) struct StagedCheckpoint {
+    pub(super) request: SnapshotRequest,
+    pub(super) staging: PathBuf,
+    pub(super) instance: InstanceId,
+    pub(super) range: KeyGroupRange,
+    pub(super) states: Vec<StateMeta>,
+    pub(super) uploaded: Arc<Mutex<UploadedFiles>>,
+    pub(super) db_dir: PathBuf,
+}
+
+/// The synchronous phase: a RocksDB checkpoint (flush + hard links) in the staging
+/// directory. Returns the staging directory.
+pub(super) fn stage(
+    db: &rocksdb::DB,
+    db_dir: &Path,
+    checkpoint_id: CheckpointId,
+) -> Result<PathBuf> {
+    let staging_root = db_dir.join(STAGING_DIR);
+    let staging = staging_root.join(format!("chk-{checkpoint_id}"));
+    if staging.exists() {
+        // Left by a snapshot with the same id that was interrupted.
+        std::fs::remove_dir_all(&staging).map_err(|source| Error::Io {
+            op: "remove a stale staging directory",
+            path: staging.clone(),
+            source,
+        })?;
+    }
+    std::fs::create_dir_all(&staging_root).map_err(|source| Error::Io {
+        op: "create the staging directory",
+        path: staging_root.clone(),
+        source,
+    })?;
+    let rocks = |e: rocksdb::Error| Error::RocksDb {
+        op: format!("create the checkpoint of checkpoint {checkpoint_id}"),
+        path: db_dir.to_path_buf(),
+        detail: e.into_string(),
+    };
+    Checkpoint::new(db)
+        .and_then(|c| c.create_checkpoint(&staging))
+        .map_err(rocks)?;
+    Ok(staging)
+}
+
+impl StagedCheckpoint {
+    /// The asynchronous phase as a [`PendingSnapshot`].
+    pub(super) fn into_pending(self, sync_started: Instant) -> PendingSnapshot {
+        let id = self.request.checkpoint_id;
+        let sync_time = sync_started.elapsed();
+        PendingSnapshot::new(id, move || {
+            let staging = self.staging.clone();
+            let result = self.upload(sync_time);
+            if let Err(e) = std::fs::remove_dir_all(&staging) {
+                tracing::warn!(dir = %staging.display(), error = %e, "cannot remove a staging directory");
+            }
+            result
+        })
+    }
+
+    fn upload(self, sync_time: std::time::Duration) -> Result<KeyedStateHandle> {
+        let started = Instant::now();
+        let id = self.request.checkpoint_id;
+        let base = self
+            .uploaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .confirmed
+            .as_ref()
+            .map(|(_, files)| files.clone())
+            .unwrap_or_default();
+        let mut names = Vec::new();
+        let entries = std::fs::read_dir(&self.staging).map_err(|source| Error::Io {
+            op: "list the staging directory",
+            path: self.staging.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::Io {
+                op: "list the staging directory",
+                path: self.staging.clone(),
+                source,
+            })?;
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|name| Error::Corrupted {
+                    what: "checkpoint staging directory",
+                    path: self.staging.clone(),
+                    detail: format!("the file name {name:?} is not UTF-8"),
+                })?;
+            names.push(name);
+        }
+        names.sort();
+        let private_dir = self.request.private_dir.join(&self.instance.to_string())?;
+        let store = self.request.store.as_ref();
+        let files = in_parallel(&names, |name| {
+            let is_sst = name.ends_with(".sst");
+            let local = self.staging.join(name);
+            if is_sst && self.request.incremental {
+                if let Some(existing) = base.get(name) {
+                    let size = std::fs::metadata(&local).map(|m| m.len()).ok();
+                    if size == Some(existing.size) {
+                        return Ok((existing.clone(), false));
+                    }
+                }
+                let path = shared_file_path(id, self.instance, name)?;
+                return Ok((upload(store, &local, name, path)?, true));
+            }
+            let path = private_dir.join(name)?;
+            Ok((upload(store, &local, name, path)?, true))
+        })?;
+        let uploaded_bytes: u64 = files
+            .iter()
+            .filter(|(_, new)| *new)
+            .map(|(f, _)| f.size)
+            .sum();
+        let files: Vec<SnapshotFile> = files.into_iter().map(|(f, _)| f).collect();
+        if self.request.incremental {
+            let ssts = files
+                .iter()
+                .filter(|f| f.is_shared())
+                .map(|f| (f.name.clone(), f.clone()))
+                .collect();
+            self.uploaded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending
+                .insert(id, ssts);
+        }
+        let handle = KeyedStateHandle {
+            format: SnapshotFormat::RocksDbIncremental,
+            key_groups: self.range,
+            instance: self.instance,
+            checkpoint_id: id,
+            states: self.states,
+            files,
+        };
+        info!(
+            checkpoint = id,
+            dir = %self.db_dir.display(),
+            sync_ms = sync_time.as_millis() as u64,
+            async_ms = started.elapsed().as_millis() as u64,
+            files = handle.files.len(),
+            total_bytes = handle.total_bytes(),
+            uploaded_bytes,
+            "RocksDB snapshot written"
+        );
+        Ok(handle)
+    }
+}

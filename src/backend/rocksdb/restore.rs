@@ -1,0 +1,293 @@
+//! Restoring a RocksDB backend from checkpoint handles, at the same or another parallelism.
+//!
+//! The handle that overlaps the new key groups most is the *base*: its files are
+//! downloaded into the backend's directory (size and CRC32 checked) and opened as they
+//! are. If it holds exactly the new key groups, nothing else happens and the next
+//! checkpoint goes on referencing its shared files (the incremental chain continues).
+//! Otherwise the base is clipped to the new key groups: whole SST files outside them are
+//! dropped (`DeleteFilesInRange`), and range tombstones cover the rest (`DeleteRange`),
+//! so no key is read. Each other handle is downloaded to a temporary directory, opened
+//! read-only, and the entries of the new key groups are written, in order, into SST files
+//! that are ingested into the base (`IngestExternalFile`); they lie in key groups the base
+//! does not hold, so they go straight to the bottom level. This iterates the keys of the
+//! other handles once: the RocksDB binding cairn uses exposes neither
+//! `CreateColumnFamilyWithImport` nor ingestion of DB-generated files, which would
+//! move those files without reading them; nothing is ever written key by key into a
+//! memtable.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, IngestExternalFileOptions, SstFileWriter, DB};
+use tracing::info;
+
+use crate::backend::rocksdb::RocksDbBackend;
+use crate::error::{Error, Result};
+use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::snapshot::transfer::{download, in_parallel};
+use crate::snapshot::{KeyedStateHandle, SnapshotFormat};
+use crate::storage::SnapshotStore;
+use crate::StateMeta;
+
+/// The directory, inside a backend's directory, where other handles are unpacked.
+const RESTORE_DIR: &str = "_cairn_restore";
+
+/// One key past the largest key group (max parallelism is at most 32768).
+const PAST_LAST_KEY_GROUP: [u8; 2] = 32768u16.to_be_bytes();
+
+/// Checks the handles before anything is downloaded: the format, each file present with
+/// its recorded size, and states that agree across handles.
+pub(super) fn validate(
+    store: &dyn SnapshotStore,
+    handles: &[KeyedStateHandle],
+    what: &str,
+) -> Result<Vec<StateMeta>> {
+    let mut states: Vec<StateMeta> = Vec::new();
+    for handle in handles {
+        if handle.format != SnapshotFormat::RocksDbIncremental {
+            return Err(Error::Restore {
+                what: what.to_string(),
+                detail: format!(
+                    "the snapshot of {} is in the {} format; a RocksDB backend restores \
+                     RocksDB checkpoints",
+                    handle.key_groups, handle.format
+                ),
+            });
+        }
+        for file in &handle.files {
+            match store.size(&file.path)? {
+                Some(size) if size == file.size => {}
+                Some(size) => {
+                    return Err(Error::Corrupted {
+                        what: "snapshot file",
+                        path: file.path.as_str().into(),
+                        detail: format!("{size} bytes where the snapshot records {}", file.size),
+                    })
+                }
+                None => {
+                    return Err(Error::NotFound {
+                        what: "snapshot file",
+                        location: store.location(),
+                        path: file.path.to_string(),
+                    })
+                }
+            }
+        }
+        for meta in &handle.states {
+            match states.iter().find(|s| s.name == meta.name) {
+                Some(known) if !known.same_layout(meta) => {
+                    return Err(Error::Restore {
+                        what: what.to_string(),
+                        detail: format!(
+                            "state '{}' is {} in one subtask's snapshot and {} in another's",
+                            meta.name,
+                            known.describe(),
+                            meta.describe()
+                        ),
+                    })
+                }
+                Some(_) => {}
+                None => states.push(meta.clone()),
+            }
+        }
+    }
+    Ok(states)
+}
+
+/// Downloads every file of `handle` into `dir`, checking sizes and CRC32s.
+pub(super) fn download_into(
+    store: &dyn SnapshotStore,
+    handle: &KeyedStateHandle,
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        op: "create the restore directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    in_parallel(&handle.files, |file| {
+        download(store, file, &dir.join(&file.name))
+    })?;
+    Ok(())
+}
+
+/// Fails unless `dir` is missing or empty: a restore never overwrites a backend.
+pub(super) fn check_empty(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Io {
+            op: "inspect the backend directory",
+            path: dir.to_path_buf(),
+            source,
+        }),
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(Error::Restore {
+                what: format!("into {}", dir.display()),
+                detail: "the directory is not empty; restore into a new or empty directory".into(),
+            }),
+        },
+    }
+}
+
+impl RocksDbBackend {
+    /// Drops everything outside the owned key groups from the restored base, without
+    /// reading it.
+    pub(super) fn clip_to_range(&self) -> Result<()> {
+        let guard = self.read();
+        let open = guard.as_ref().ok_or(Error::Closed)?;
+        let below: (Vec<u8>, Vec<u8>) = (Vec::new(), self.range.start().to_be_bytes().to_vec());
+        let above = (
+            (self.range.end() + 1).to_be_bytes().to_vec(),
+            PAST_LAST_KEY_GROUP.to_vec(),
+        );
+        for meta in &open.states {
+            let cf = open
+                .db
+                .cf_handle(&meta.name)
+                .ok_or_else(|| self.missing_cf(&meta.name))?;
+            for (from, to) in [&below, &above] {
+                if from >= to {
+                    continue;
+                }
+                open.db
+                    .delete_file_in_range_cf(cf, from, to)
+                    .and_then(|()| {
+                        open.db
+                            .delete_range_cf_opt(cf, from, to, &self.write_options)
+                    })
+                    .map_err(|e| self.rocks(format!("clip state '{}'", meta.name), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the entries of the owned key groups from another subtask's snapshot in:
+    /// downloaded to a temporary directory, read once in key order into SST files, and
+    /// ingested.
+    pub(super) fn ingest_handle(
+        &self,
+        store: &dyn SnapshotStore,
+        handle: &KeyedStateHandle,
+        index: usize,
+    ) -> Result<()> {
+        let Some(range) = handle.key_groups.intersect(&self.range) else {
+            return Ok(());
+        };
+        let temp = self.dir.join(RESTORE_DIR).join(index.to_string());
+        let _ = std::fs::remove_dir_all(&temp);
+        download_into(store, handle, &temp)?;
+        let result = self.ingest_from(&temp, handle, range);
+        if let Err(e) = std::fs::remove_dir_all(self.dir.join(RESTORE_DIR)) {
+            tracing::warn!(dir = %temp.display(), error = %e, "cannot remove a restore directory");
+        }
+        result
+    }
+
+    fn ingest_from(
+        &self,
+        temp: &Path,
+        handle: &KeyedStateHandle,
+        range: KeyGroupRange,
+    ) -> Result<()> {
+        let rocks = |op: String, e: rocksdb::Error| Error::RocksDb {
+            op,
+            path: temp.to_path_buf(),
+            detail: e.into_string(),
+        };
+        let metas: Vec<&StateMeta> = handle.states.iter().collect();
+        let options: Vec<rocksdb::Options> = metas
+            .iter()
+            .map(|m| self.state_cf_options(m, &Arc::new(AtomicU64::new(0))))
+            .collect();
+        let mut descriptors = vec![ColumnFamilyDescriptor::new(
+            super::META_CF,
+            rocksdb::Options::default(),
+        )];
+        for (meta, opts) in metas.iter().zip(&options) {
+            descriptors.push(ColumnFamilyDescriptor::new(
+                meta.name.as_str(),
+                opts.clone(),
+            ));
+        }
+        let source = DB::open_cf_descriptors_read_only(
+            &rocksdb::Options::default(),
+            temp,
+            descriptors,
+            false,
+        )
+        .map_err(|e| rocks("open a snapshot to restore from".into(), e))?;
+        let start = range.start().to_be_bytes();
+        let end = (range.end() + 1).to_be_bytes();
+        let mut ingested = 0u64;
+        for (meta, opts) in metas.iter().zip(&options) {
+            let cf = source
+                .cf_handle(&meta.name)
+                .ok_or_else(|| self.missing_cf(&meta.name))?;
+            let sst: PathBuf = temp.join(format!("ingest-{}.sst", meta.name));
+            let mut read = rocksdb::ReadOptions::default();
+            read.set_total_order_seek(true);
+            read.set_iterate_upper_bound(end.to_vec());
+            let mut it = source.raw_iterator_cf_opt(cf, read);
+            it.seek(start);
+            let mut writer: Option<SstFileWriter<'_>> = None;
+            let mut count = 0u64;
+            while let (Some(key), Some(value)) = (it.key(), it.value()) {
+                let w = match writer.as_mut() {
+                    Some(w) => w,
+                    None => {
+                        let w = SstFileWriter::create(opts);
+                        w.open(&sst).map_err(|e| {
+                            rocks(format!("write an SST of state '{}'", meta.name), e)
+                        })?;
+                        writer.insert(w)
+                    }
+                };
+                w.put(key, value)
+                    .map_err(|e| rocks(format!("write an SST of state '{}'", meta.name), e))?;
+                count += 1;
+                it.next();
+            }
+            it.status()
+                .map_err(|e| rocks(format!("read state '{}'", meta.name), e))?;
+            let Some(mut writer) = writer else { continue };
+            writer
+                .finish()
+                .map_err(|e| rocks(format!("finish an SST of state '{}'", meta.name), e))?;
+            let guard = self.read();
+            let open = guard.as_ref().ok_or(Error::Closed)?;
+            let target = open
+                .db
+                .cf_handle(&meta.name)
+                .ok_or_else(|| self.missing_cf(&meta.name))?;
+            let mut ingest = IngestExternalFileOptions::default();
+            ingest.set_move_files(true);
+            open.db
+                .ingest_external_file_cf_opts(target, &ingest, vec![&sst])
+                .map_err(|e| self.rocks(format!("ingest state '{}'", meta.name), e))?;
+            ingested += count;
+        }
+        info!(dir = %self.dir.display(), from = %handle.key_groups, entries = ingested,
+            "ingested the entries of another subtask's snapshot");
+        Ok(())
+    }
+}
+
+/// Checks the max parallelism recorded in a restored DB against the one asked for.
+pub(super) fn check_max_parallelism(
+    found: u32,
+    requested: MaxParallelism,
+    what: &str,
+) -> Result<()> {
+    if found == requested.get() {
+        return Ok(());
+    }
+    Err(Error::Restore {
+        what: what.to_string(),
+        detail: format!(
+            "the snapshot has max parallelism {found}, not {requested}; the max parallelism \
+             of an operator cannot change, so restore with max parallelism {found}"
+        ),
+    })
+}

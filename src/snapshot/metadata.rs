@@ -1,0 +1,347 @@
+//! The `_metadata` file: one job snapshot, checked end to end.
+//!
+//! ```text
+//! [magic "CAIRN-MD"][version: u16][payload length: u32][payload][crc32: u32]
+//! payload:
+//!   [checkpoint id: u64][kind: u8 (0 checkpoint, 1 savepoint)][taken at ms: u64]
+//!   [operator count: varint] operators
+//! operator:
+//!   [id: framed UTF-8][parallelism: u32][max parallelism: u32][subtask count: varint] handles
+//! handle:
+//!   [format: u8 (1 RocksDB incremental, 2 canonical)][first key group: u16][last key group: u16]
+//!   [instance: 16 bytes][checkpoint id: u64]
+//!   [state count: varint] ([framed state metadata])*
+//!   [file count: varint] ([name: framed][path: framed][size: u64][crc32: u32])*
+//! ```
+//!
+//! Integers are big endian, varints LEB128, framed strings `[varint length][bytes]`; the
+//! CRC32 (IEEE) covers every byte before it. Decoding checks everything a restore relies
+//! on (subtask count equals parallelism, key groups inside max parallelism, paths and file
+//! names that cannot leave their directory) so that later code can trust a decoded value.
+
+use crate::backend::key::{write_framed, write_varint};
+use crate::backend::meta::Reader;
+use crate::backend::StateMeta;
+use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::snapshot::{
+    InstanceId, JobSnapshot, KeyedStateHandle, OperatorSnapshot, SnapshotFile, SnapshotFormat,
+    SnapshotKind,
+};
+use crate::storage::StoragePath;
+
+/// The magic bytes a `_metadata` file starts with.
+pub const MAGIC: &[u8; 8] = b"CAIRN-MD";
+
+/// The `_metadata` format version this cairn writes, and the newest it reads.
+pub const METADATA_VERSION: u16 = 1;
+
+/// The largest `_metadata` file a reader accepts.
+pub const MAX_METADATA_BYTES: u64 = 256 << 20;
+
+const HEADER_LEN: usize = 8 + 2 + 4;
+
+pub(crate) fn encode(job: &JobSnapshot) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&job.checkpoint_id.to_be_bytes());
+    payload.push(match job.kind {
+        SnapshotKind::Checkpoint => 0,
+        SnapshotKind::Savepoint => 1,
+    });
+    payload.extend_from_slice(&job.taken_at_millis.to_be_bytes());
+    write_count(&mut payload, job.operators.len());
+    for operator in &job.operators {
+        write_framed(&mut payload, operator.operator_id.as_bytes());
+        payload.extend_from_slice(&operator.parallelism.to_be_bytes());
+        payload.extend_from_slice(&operator.max_parallelism.get().to_be_bytes());
+        write_count(&mut payload, operator.subtasks.len());
+        for handle in &operator.subtasks {
+            encode_handle(&mut payload, handle);
+        }
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&METADATA_VERSION.to_be_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn write_count(out: &mut Vec<u8>, count: usize) {
+    // Counts are bounded far below u32::MAX by the metadata size limit.
+    write_varint(out, count as u32);
+}
+
+fn encode_handle(out: &mut Vec<u8>, handle: &KeyedStateHandle) {
+    out.push(handle.format.code());
+    out.extend_from_slice(&handle.key_groups.start().to_be_bytes());
+    out.extend_from_slice(&handle.key_groups.end().to_be_bytes());
+    out.extend_from_slice(&handle.instance.0.to_be_bytes());
+    out.extend_from_slice(&handle.checkpoint_id.to_be_bytes());
+    write_count(out, handle.states.len());
+    let mut meta = Vec::new();
+    for state in &handle.states {
+        meta.clear();
+        state.encode(&mut meta);
+        write_framed(out, &meta);
+    }
+    write_count(out, handle.files.len());
+    for file in &handle.files {
+        write_framed(out, file.name.as_bytes());
+        write_framed(out, file.path.as_str().as_bytes());
+        out.extend_from_slice(&file.size.to_be_bytes());
+        out.extend_from_slice(&file.crc32.to_be_bytes());
+    }
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<JobSnapshot, String> {
+    if bytes.len() < HEADER_LEN + 4 {
+        return Err(format!(
+            "{} bytes is too short for a _metadata file",
+            bytes.len()
+        ));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err("it does not start with the _metadata magic 'CAIRN-MD'".into());
+    }
+    let version = u16::from_be_bytes([bytes[8], bytes[9]]);
+    if version > METADATA_VERSION || version == 0 {
+        return Err(format!(
+            "format version {version} is not supported: this cairn reads versions 1..={METADATA_VERSION}; \
+             use a newer cairn"
+        ));
+    }
+    let payload_len = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
+    if bytes.len() != HEADER_LEN + payload_len + 4 {
+        return Err(format!(
+            "the header says {payload_len} payload bytes but the file has {}",
+            bytes.len().saturating_sub(HEADER_LEN + 4)
+        ));
+    }
+    let (body, crc) = bytes.split_at(HEADER_LEN + payload_len);
+    let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(format!(
+            "CRC32 mismatch (stored {stored:08x}, computed {computed:08x})"
+        ));
+    }
+    let mut r = Reader(&body[HEADER_LEN..]);
+    let checkpoint_id = u64::from_be_bytes(r.array("checkpoint id")?);
+    let kind = match r.u8("kind")? {
+        0 => SnapshotKind::Checkpoint,
+        1 => SnapshotKind::Savepoint,
+        other => return Err(format!("unknown snapshot kind {other}")),
+    };
+    let taken_at_millis = u64::from_be_bytes(r.array("timestamp")?);
+    let operator_count = r.varint("operator count")?;
+    let mut operators: Vec<OperatorSnapshot> = Vec::new();
+    for _ in 0..operator_count {
+        let operator = decode_operator(&mut r)?;
+        if operators
+            .iter()
+            .any(|o| o.operator_id == operator.operator_id)
+        {
+            return Err(format!("operator '{}' appears twice", operator.operator_id));
+        }
+        operators.push(operator);
+    }
+    if !r.0.is_empty() {
+        return Err(format!("{} bytes after the last operator", r.0.len()));
+    }
+    Ok(JobSnapshot {
+        checkpoint_id,
+        kind,
+        taken_at_millis,
+        operators,
+    })
+}
+
+fn decode_operator(r: &mut Reader<'_>) -> Result<OperatorSnapshot, String> {
+    let operator_id = r.string("operator id")?;
+    if operator_id.is_empty() {
+        return Err("an operator id is empty".into());
+    }
+    let parallelism = u32::from_be_bytes(r.array("parallelism")?);
+    let max = u32::from_be_bytes(r.array("max parallelism")?);
+    let max_parallelism = MaxParallelism::new(max)
+        .map_err(|_| format!("operator '{operator_id}': max parallelism {max} is out of range"))?;
+    if parallelism == 0 || parallelism > max {
+        return Err(format!(
+            "operator '{operator_id}': parallelism {parallelism} is not in 1..={max}"
+        ));
+    }
+    let count = r.varint("subtask count")?;
+    if count != parallelism {
+        return Err(format!(
+            "operator '{operator_id}': {count} subtasks for parallelism {parallelism}"
+        ));
+    }
+    let mut subtasks = Vec::new();
+    for index in 0..parallelism {
+        let handle = decode_handle(r)
+            .map_err(|e| format!("operator '{operator_id}', subtask {index}: {e}"))?;
+        let expected = max_parallelism
+            .subtask_range(index, parallelism)
+            .map_err(|e| e.to_string())?;
+        if handle.key_groups != expected {
+            return Err(format!(
+                "operator '{operator_id}', subtask {index}: {} instead of {expected}",
+                handle.key_groups
+            ));
+        }
+        subtasks.push(handle);
+    }
+    Ok(OperatorSnapshot {
+        operator_id,
+        parallelism,
+        max_parallelism,
+        subtasks,
+    })
+}
+
+fn decode_handle(r: &mut Reader<'_>) -> Result<KeyedStateHandle, String> {
+    let code = r.u8("format")?;
+    let format = SnapshotFormat::from_code(code).ok_or(format!("unknown format {code}"))?;
+    let start = u16::from_be_bytes(r.array("first key group")?);
+    let end = u16::from_be_bytes(r.array("last key group")?);
+    if start > end {
+        return Err(format!("key groups {start}..={end} are reversed"));
+    }
+    let instance = InstanceId(u128::from_be_bytes(r.array("instance")?));
+    let checkpoint_id = u64::from_be_bytes(r.array("checkpoint id")?);
+    let state_count = r.varint("state count")?;
+    let mut states: Vec<StateMeta> = Vec::new();
+    for _ in 0..state_count {
+        let meta = StateMeta::decode(r.framed("state metadata")?)?;
+        if states.iter().any(|s| s.name == meta.name) {
+            return Err(format!("state '{}' appears twice", meta.name));
+        }
+        states.push(meta);
+    }
+    let file_count = r.varint("file count")?;
+    let mut files: Vec<SnapshotFile> = Vec::new();
+    for _ in 0..file_count {
+        let name = String::from_utf8(r.framed("file name")?.to_vec())
+            .map_err(|_| "a file name is not UTF-8".to_string())?;
+        if name.contains('/') || StoragePath::new(name.as_str()).is_err() {
+            return Err(format!("file name '{name}' is not a plain file name"));
+        }
+        let path = String::from_utf8(r.framed("file path")?.to_vec())
+            .map_err(|_| "a file path is not UTF-8".to_string())?;
+        let path = StoragePath::new(path).map_err(|e| e.to_string())?;
+        let size = u64::from_be_bytes(r.array("file size")?);
+        let crc32 = u32::from_be_bytes(r.array("file crc32")?);
+        if files.iter().any(|f| f.name == name) {
+            return Err(format!("file '{name}' appears twice"));
+        }
+        files.push(SnapshotFile {
+            name,
+            path,
+            size,
+            crc32,
+        });
+    }
+    Ok(KeyedStateHandle {
+        format,
+        key_groups: KeyGroupRange::new(start, end),
+        instance,
+        checkpoint_id,
+        states,
+        files,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::codec::CodecInfo;
+    use crate::StateKind;
+
+    pub(crate) fn sample() -> JobSnapshot {
+        let max = MaxParallelism::new(4).unwrap();
+        let handle = |index: u32| KeyedStateHandle {
+            format: SnapshotFormat::RocksDbIncremental,
+            key_groups: max.subtask_range(index, 2).unwrap(),
+            instance: InstanceId(0x0102 + u128::from(index)),
+            checkpoint_id: 7,
+            states: vec![StateMeta {
+                name: "count".into(),
+                kind: StateKind::Value,
+                key_codec: CodecInfo::new("utf8", 1),
+                value_codec: CodecInfo::new("u64-be", 1),
+                user_key_codec: None,
+                ttl: None,
+            }],
+            files: vec![SnapshotFile {
+                name: "000009.sst".into(),
+                path: StoragePath::new(format!("shared/7-{index}-000009.sst")).unwrap(),
+                size: 1234,
+                crc32: 0xdead_beef,
+            }],
+        };
+        JobSnapshot {
+            checkpoint_id: 7,
+            kind: SnapshotKind::Checkpoint,
+            taken_at_millis: 1_700_000_000_000,
+            operators: vec![OperatorSnapshot {
+                operator_id: "word-count".into(),
+                parallelism: 2,
+                max_parallelism: max,
+                subtasks: vec![handle(0), handle(1)],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let job = sample();
+        let bytes = encode(&job);
+        assert_eq!(&bytes[..8], MAGIC);
+        assert_eq!(&bytes[8..10], &[0, 1]);
+        assert_eq!(decode(&bytes), Ok(job));
+    }
+
+    #[test]
+    fn every_flipped_bit_and_truncation_is_caught() {
+        let bytes = encode(&sample());
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "truncated to {len}");
+        }
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut bad = bytes.clone();
+                bad[i] ^= 1 << bit;
+                assert!(decode(&bad).is_err(), "byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_with_a_hint() {
+        let mut bytes = encode(&sample());
+        bytes[9] = 2;
+        assert!(decode(&bytes).unwrap_err().contains("use a newer cairn"));
+    }
+
+    /// Re-encodes with a valid CRC, to reach the checks behind it.
+    fn reseal(mut body: Vec<u8>) -> Vec<u8> {
+        let len = (body.len() - HEADER_LEN) as u32;
+        body[10..14].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_be_bytes());
+        body
+    }
+
+    #[test]
+    fn paths_that_leave_the_root_are_refused_even_with_a_valid_crc() {
+        let bytes = encode(&sample());
+        let body = bytes[..bytes.len() - 4].to_vec();
+        let from = b"shared/7-0-000009.sst";
+        let at = body.windows(from.len()).position(|w| w == from).unwrap();
+        let mut evil = body.clone();
+        evil[at..at + from.len()].copy_from_slice(b"../../../etc/passwd.s");
+        assert!(decode(&reseal(evil)).unwrap_err().contains("'.' or '..'"));
+    }
+}

@@ -1,0 +1,568 @@
+//! Job-level checkpoints: begin, gather every subtask's handle, commit one `_metadata`,
+//! retain the last N, and collect the garbage.
+//!
+//! A checkpoint exists once `chk-<id>/_metadata` does: [`CheckpointStorage::commit`] writes
+//! it last, through [`SnapshotStore::create`] (a temporary name, synced, renamed). Then
+//! checkpoints beyond the retained number are subsumed (their `_metadata` deleted first, so
+//! a crash in between never leaves half a checkpoint that looks complete) and shared files
+//! are collected by reachability: a shared file is deleted only when no retained
+//! checkpoint references it *and* the checkpoint that created it (named in its path) is
+//! older than the oldest retained one, so files of checkpoints still in flight are never
+//! touched. There are no reference counts to drift: the retained `_metadata` files are the
+//! whole truth.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::keygroup::MaxParallelism;
+use crate::snapshot::metadata::MAX_METADATA_BYTES;
+use crate::snapshot::{
+    shared_file_creator, CheckpointId, JobSnapshot, KeyedStateHandle, OperatorSnapshot,
+    SnapshotKind, SnapshotRequest, METADATA_FILE, SHARED_DIR,
+};
+use crate::storage::{SnapshotStore, StoragePath};
+
+/// How many completed checkpoints to keep, and what happens to them when the job is
+/// cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    retained: usize,
+    retain_on_cancel: bool,
+}
+
+impl Default for Retention {
+    /// One checkpoint, deleted on cancellation: Flink's defaults.
+    fn default() -> Self {
+        Retention {
+            retained: 1,
+            retain_on_cancel: false,
+        }
+    }
+}
+
+impl Retention {
+    /// Keep the last `retained` completed checkpoints.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for 0.
+    pub fn new(retained: usize) -> Result<Self> {
+        if retained == 0 {
+            return Err(Error::InvalidConfig {
+                what: "retained checkpoints",
+                detail: "at least one completed checkpoint must be retained".into(),
+            });
+        }
+        Ok(Retention {
+            retained,
+            ..Retention::default()
+        })
+    }
+
+    /// Keep the latest checkpoint when the job is cancelled (Flink's
+    /// `RETAIN_ON_CANCELLATION`), so it can be restored later.
+    pub fn retain_on_cancel(mut self, retain: bool) -> Self {
+        self.retain_on_cancel = retain;
+        self
+    }
+
+    /// The number of completed checkpoints kept.
+    pub fn retained(&self) -> usize {
+        self.retained
+    }
+}
+
+/// The checkpoints of one job in one [`SnapshotStore`].
+pub struct CheckpointStorage {
+    store: Arc<dyn SnapshotStore>,
+    retention: Retention,
+    clock: Arc<dyn Clock>,
+    state: Mutex<Checkpoints>,
+}
+
+struct Checkpoints {
+    completed: BTreeMap<CheckpointId, Arc<JobSnapshot>>,
+    /// The highest id begun, completed or found in the store: new ids must be above it.
+    highest_seen: CheckpointId,
+}
+
+/// What one garbage collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GarbageReport {
+    /// Checkpoints subsumed (their `_metadata` and private files deleted).
+    pub subsumed: Vec<CheckpointId>,
+    /// Directories of checkpoints that never completed, deleted.
+    pub abandoned: Vec<CheckpointId>,
+    /// Shared files deleted.
+    pub shared_files: usize,
+}
+
+/// A checkpoint being taken: the handles gathered so far.
+#[derive(Debug)]
+pub struct PendingCheckpoint {
+    request: SnapshotRequest,
+    started: Instant,
+    taken_at_millis: u64,
+    operators: BTreeMap<String, PendingOperator>,
+}
+
+#[derive(Debug)]
+struct PendingOperator {
+    parallelism: u32,
+    max_parallelism: MaxParallelism,
+    subtasks: Vec<Option<KeyedStateHandle>>,
+}
+
+impl PendingCheckpoint {
+    /// The checkpoint's id.
+    pub fn id(&self) -> CheckpointId {
+        self.request.checkpoint_id
+    }
+
+    /// What each subtask's backend takes its snapshot with.
+    pub fn request(&self) -> &SnapshotRequest {
+        &self.request
+    }
+
+    /// Adds the handle of subtask `subtask` of operator `operator_id`, which runs with
+    /// `parallelism` subtasks of `max_parallelism` key groups.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] if the handle is for another checkpoint or other key groups
+    /// than the subtask owns, the subtask was already acknowledged, or the operator was
+    /// acknowledged with another parallelism.
+    pub fn acknowledge(
+        &mut self,
+        operator_id: &str,
+        parallelism: u32,
+        max_parallelism: MaxParallelism,
+        subtask: u32,
+        handle: KeyedStateHandle,
+    ) -> Result<()> {
+        let id = self.id();
+        let fail = |detail: String| Error::Checkpoint {
+            checkpoint_id: id,
+            detail: format!("operator '{operator_id}', subtask {subtask}: {detail}"),
+        };
+        if operator_id.is_empty() {
+            return Err(fail("the operator id is empty".into()));
+        }
+        if handle.checkpoint_id != id {
+            return Err(fail(format!(
+                "the handle is for checkpoint {}",
+                handle.checkpoint_id
+            )));
+        }
+        let range = max_parallelism
+            .subtask_range(subtask, parallelism)
+            .map_err(|e| fail(e.to_string()))?;
+        if handle.key_groups != range {
+            return Err(fail(format!(
+                "the handle holds {} but the subtask owns {range}",
+                handle.key_groups
+            )));
+        }
+        let operator = self
+            .operators
+            .entry(operator_id.to_string())
+            .or_insert_with(|| PendingOperator {
+                parallelism,
+                max_parallelism,
+                subtasks: vec![None; parallelism as usize],
+            });
+        if operator.parallelism != parallelism || operator.max_parallelism != max_parallelism {
+            return Err(fail(format!(
+                "the operator was acknowledged with parallelism {} and max parallelism {}",
+                operator.parallelism, operator.max_parallelism
+            )));
+        }
+        let slot = &mut operator.subtasks[subtask as usize];
+        if slot.is_some() {
+            return Err(fail("the subtask was already acknowledged".into()));
+        }
+        *slot = Some(handle);
+        Ok(())
+    }
+}
+
+fn checkpoint_dir(id: CheckpointId) -> Result<StoragePath> {
+    StoragePath::new(format!("chk-{id}"))
+}
+
+fn metadata_path(id: CheckpointId) -> Result<StoragePath> {
+    checkpoint_dir(id)?.join(METADATA_FILE)
+}
+
+/// The checkpoint id of a top-level `chk-<id>` directory name.
+fn parse_checkpoint_dir(name: &str) -> Option<CheckpointId> {
+    name.strip_prefix("chk-")?.parse().ok()
+}
+
+/// Reads `chk-<id>/_metadata`.
+///
+/// # Errors
+/// [`Error::NotFound`] if the checkpoint does not exist (never completed or was deleted);
+/// [`Error::Corrupted`] if its `_metadata` does not decode.
+pub fn read_checkpoint(store: &dyn SnapshotStore, id: CheckpointId) -> Result<JobSnapshot> {
+    let path = metadata_path(id)?;
+    let bytes = store.get(&path, MAX_METADATA_BYTES)?;
+    let job = JobSnapshot::decode(&bytes, &path)?;
+    if job.checkpoint_id != id {
+        return Err(Error::Corrupted {
+            what: "snapshot metadata",
+            path: path.as_str().into(),
+            detail: format!("it describes checkpoint {}", job.checkpoint_id),
+        });
+    }
+    Ok(job)
+}
+
+/// The completed checkpoints of a store, by id, and the highest checkpoint id found in it
+/// (completed or not). A `_metadata` that does not decode is skipped with a warning: that
+/// checkpoint cannot be restored, and an older one is the latest.
+fn scan(
+    store: &dyn SnapshotStore,
+) -> Result<(BTreeMap<CheckpointId, Arc<JobSnapshot>>, CheckpointId)> {
+    let mut completed = BTreeMap::new();
+    let mut highest = 0;
+    for path in store.list(None)? {
+        let Some(id) = parse_checkpoint_dir(path.top()) else {
+            continue;
+        };
+        highest = highest.max(id);
+        if path.as_str() != metadata_path(id)?.as_str() {
+            continue;
+        }
+        match read_checkpoint(store, id) {
+            Ok(job) => {
+                completed.insert(id, Arc::new(job));
+            }
+            Err(e) => {
+                warn!(checkpoint = id, error = %e, "skipping a checkpoint that cannot be read")
+            }
+        }
+    }
+    Ok((completed, highest))
+}
+
+/// The latest completed checkpoint in `store`, if any.
+///
+/// # Errors
+/// The store's errors.
+pub fn latest_checkpoint(store: &dyn SnapshotStore) -> Result<Option<JobSnapshot>> {
+    let (mut completed, _) = scan(store)?;
+    Ok(completed
+        .pop_last()
+        .map(|(_, job)| Arc::unwrap_or_clone(job)))
+}
+
+impl CheckpointStorage {
+    /// The checkpoints of a job in `store`, finding those already completed there.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn open(store: Arc<dyn SnapshotStore>, retention: Retention) -> Result<Self> {
+        let (completed, highest_seen) = scan(store.as_ref())?;
+        info!(location = %store.location(), completed = completed.len(),
+            latest = ?completed.keys().next_back(), "opened checkpoint storage");
+        Ok(CheckpointStorage {
+            store,
+            retention,
+            clock: Arc::new(SystemClock),
+            state: Mutex::new(Checkpoints {
+                completed,
+                highest_seen,
+            }),
+        })
+    }
+
+    /// Sets the clock that timestamps checkpoints.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SnapshotStore> {
+        &self.store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Checkpoints> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest completed checkpoint.
+    pub fn latest(&self) -> Option<Arc<JobSnapshot>> {
+        self.lock().completed.values().next_back().cloned()
+    }
+
+    /// The ids of the retained completed checkpoints, oldest first.
+    pub fn completed(&self) -> Vec<CheckpointId> {
+        self.lock().completed.keys().copied().collect()
+    }
+
+    /// A retained completed checkpoint.
+    pub fn get(&self, id: CheckpointId) -> Option<Arc<JobSnapshot>> {
+        self.lock().completed.get(&id).cloned()
+    }
+
+    /// Begins checkpoint `id`, which must be higher than every checkpoint begun or found
+    /// before.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for an id that does not increase.
+    pub fn begin(&self, id: CheckpointId) -> Result<PendingCheckpoint> {
+        let mut state = self.lock();
+        if id <= state.highest_seen {
+            return Err(Error::Checkpoint {
+                checkpoint_id: id,
+                detail: format!(
+                    "checkpoint ids must increase, and {} was already used; begin checkpoint {}",
+                    state.highest_seen,
+                    state.highest_seen + 1
+                ),
+            });
+        }
+        state.highest_seen = id;
+        Ok(PendingCheckpoint {
+            request: SnapshotRequest {
+                checkpoint_id: id,
+                store: self.store.clone(),
+                private_dir: checkpoint_dir(id)?,
+                incremental: true,
+            },
+            started: Instant::now(),
+            taken_at_millis: self.clock.now_millis(),
+            operators: BTreeMap::new(),
+        })
+    }
+
+    /// Commits `pending`: writes its `_metadata` (the commit point), subsumes checkpoints
+    /// beyond the retained number and collects garbage. Tell every backend afterwards with
+    /// [`KeyedStateBackend::notify_checkpoint_complete`](crate::KeyedStateBackend::notify_checkpoint_complete).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] (and the checkpoint is discarded with its private files) if
+    /// an acknowledged operator lacks a subtask, a newer checkpoint completed first (it is
+    /// late), or a shared file it references is gone; the store's errors otherwise, after
+    /// which the previous checkpoint stays the latest.
+    pub fn commit(&self, pending: PendingCheckpoint) -> Result<Arc<JobSnapshot>> {
+        let id = pending.id();
+        let mut state = self.lock();
+        if let Err(e) = self.check_complete(&pending, &state) {
+            drop(state);
+            self.discard(id);
+            return Err(e);
+        }
+        let job = JobSnapshot {
+            checkpoint_id: id,
+            kind: SnapshotKind::Checkpoint,
+            taken_at_millis: pending.taken_at_millis,
+            operators: pending
+                .operators
+                .into_iter()
+                .map(|(operator_id, op)| OperatorSnapshot {
+                    operator_id,
+                    parallelism: op.parallelism,
+                    max_parallelism: op.max_parallelism,
+                    subtasks: op.subtasks.into_iter().flatten().collect(),
+                })
+                .collect(),
+        };
+        self.store.put(&metadata_path(id)?, &job.encode())?;
+        let job = Arc::new(job);
+        state.completed.insert(id, job.clone());
+        let total: u64 = job.files().map(|f| f.size).sum();
+        let written: u64 = job
+            .operators
+            .iter()
+            .flat_map(|o| &o.subtasks)
+            .map(KeyedStateHandle::written_bytes)
+            .sum();
+        info!(
+            checkpoint = id,
+            total_bytes = total,
+            written_bytes = written,
+            ms = pending.started.elapsed().as_millis() as u64,
+            "checkpoint completed"
+        );
+        let report = self.collect_garbage_locked(&mut state)?;
+        if report != GarbageReport::default() {
+            info!(checkpoint = id, ?report, "collected checkpoint garbage");
+        }
+        Ok(job)
+    }
+
+    fn check_complete(&self, pending: &PendingCheckpoint, state: &Checkpoints) -> Result<()> {
+        let id = pending.id();
+        if let Some(&latest) = state.completed.keys().next_back() {
+            if latest > id {
+                return Err(Error::Checkpoint {
+                    checkpoint_id: id,
+                    detail: format!(
+                        "it is late: checkpoint {latest} completed first; it is discarded"
+                    ),
+                });
+            }
+        }
+        for (operator_id, op) in &pending.operators {
+            let missing: Vec<usize> = op
+                .subtasks
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.is_none())
+                .map(|(i, _)| i)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Checkpoint {
+                    checkpoint_id: id,
+                    detail: format!(
+                        "operator '{operator_id}' has no snapshot from subtasks {missing:?}; it is discarded"
+                    ),
+                });
+            }
+        }
+        // A backend references only files of checkpoints it was told completed; make sure
+        // they are still there, so a committed checkpoint is always restorable.
+        let retained: HashSet<&StoragePath> = state
+            .completed
+            .values()
+            .flat_map(|job| job.files())
+            .map(|f| &f.path)
+            .collect();
+        for handle in pending
+            .operators
+            .values()
+            .flat_map(|o| o.subtasks.iter().flatten())
+        {
+            for file in handle.files.iter().filter(|f| f.is_shared()) {
+                if shared_file_creator(&file.path) == Some(id) || retained.contains(&file.path) {
+                    continue;
+                }
+                if self.store.size(&file.path)? != Some(file.size) {
+                    return Err(Error::Checkpoint {
+                        checkpoint_id: id,
+                        detail: format!(
+                            "it references the shared file '{}', which is gone; it is discarded, \
+                             and the next checkpoint uploads its files anew",
+                            file.path
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Discards checkpoint `id` that will not complete, with its private files. Shared
+    /// files it uploaded are collected once an older-than-retained rule allows.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn abort(&self, pending: PendingCheckpoint) -> Result<()> {
+        let id = pending.id();
+        info!(checkpoint = id, "checkpoint aborted");
+        self.store.delete_dir(&checkpoint_dir(id)?)
+    }
+
+    fn discard(&self, id: CheckpointId) {
+        match checkpoint_dir(id).and_then(|dir| self.store.delete_dir(&dir)) {
+            Ok(()) => info!(checkpoint = id, "checkpoint discarded"),
+            Err(e) => warn!(checkpoint = id, error = %e, "cannot delete a discarded checkpoint"),
+        }
+    }
+
+    /// Subsumes checkpoints beyond the retained number and deletes what nothing retained
+    /// references. [`commit`](Self::commit) does this; call it after a crash or from tools.
+    ///
+    /// # Errors
+    /// The store's errors; what was deleted before stays deleted, and nothing retained is.
+    pub fn collect_garbage(&self) -> Result<GarbageReport> {
+        let mut state = self.lock();
+        self.collect_garbage_locked(&mut state)
+    }
+
+    fn collect_garbage_locked(&self, state: &mut Checkpoints) -> Result<GarbageReport> {
+        let mut report = GarbageReport::default();
+        while state.completed.len() > self.retention.retained {
+            let Some((id, _)) = state.completed.pop_first() else {
+                break;
+            };
+            // The commit point goes first: a crash after it leaves garbage, never a
+            // checkpoint that looks complete and is not.
+            self.store.delete(&metadata_path(id)?)?;
+            self.store.delete_dir(&checkpoint_dir(id)?)?;
+            report.subsumed.push(id);
+        }
+        let (Some(&oldest), Some(&latest)) = (
+            state.completed.keys().next(),
+            state.completed.keys().next_back(),
+        ) else {
+            return Ok(report);
+        };
+        let referenced: HashSet<&StoragePath> = state
+            .completed
+            .values()
+            .flat_map(|job| job.files())
+            .map(|f| &f.path)
+            .collect();
+        let mut abandoned = HashSet::new();
+        for path in self.store.list(None)? {
+            if path.top() == SHARED_DIR {
+                let old = shared_file_creator(&path).is_some_and(|creator| creator < oldest);
+                if old && !referenced.contains(&path) {
+                    self.store.delete(&path)?;
+                    report.shared_files += 1;
+                }
+            } else if let Some(id) = parse_checkpoint_dir(path.top()) {
+                // Older than the latest and not retained: aborted, late, or left by a crash.
+                if id < latest && !state.completed.contains_key(&id) {
+                    abandoned.insert(id);
+                }
+            }
+        }
+        for id in abandoned {
+            self.store.delete_dir(&checkpoint_dir(id)?)?;
+            report.abandoned.push(id);
+        }
+        report.abandoned.sort_unstable();
+        Ok(report)
+    }
+
+    /// Ends the job as cancelled: keeps the latest checkpoint if the retention says so,
+    /// otherwise deletes every checkpoint and shared file.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn cancel(&self) -> Result<()> {
+        let mut state = self.lock();
+        if self.retention.retain_on_cancel {
+            let keep = state.completed.pop_last();
+            while let Some((id, _)) = state.completed.pop_first() {
+                self.store.delete(&metadata_path(id)?)?;
+                self.store.delete_dir(&checkpoint_dir(id)?)?;
+            }
+            if let Some((id, job)) = keep {
+                state.completed.insert(id, job);
+            }
+            self.collect_garbage_locked(&mut state)?;
+            return Ok(());
+        }
+        let ids: Vec<CheckpointId> = state.completed.keys().copied().collect();
+        for id in ids {
+            self.store.delete(&metadata_path(id)?)?;
+        }
+        state.completed.clear();
+        for path in self.store.list(None)? {
+            if path.top() == SHARED_DIR || parse_checkpoint_dir(path.top()).is_some() {
+                self.store.delete(&path)?;
+            }
+        }
+        info!(location = %self.store.location(), "deleted every checkpoint of the cancelled job");
+        Ok(())
+    }
+}
