@@ -53,6 +53,7 @@ mod snapshot;
 mod state;
 mod storage;
 mod ttl;
+pub mod tools;
 
 pub use backend::{
     HeapBackend, KeyedStateBackend, MemoryBudget, RocksDbBackend, RocksDbBackendBuilder,

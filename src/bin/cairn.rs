@@ -1,17 +1,28 @@
 //! `cairn`: offline tools for cairn's state and snapshots.
 //!
-//! For now it answers where a key lives; the snapshot tools (inspect, dump, verify, diff, gc,
-//! convert) come with the snapshot formats.
+//! Each subcommand calls a function of `cairn::tools` and prints what it returns, as a
+//! table or, with `--json`, as one JSON document (field names in docs/cli.md). Exit codes:
+//! 0 all is well, 1 a problem was found (verify), 2 bad usage or unreadable input.
 
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
+use cairn::tools::{
+    self, DiffOptions, DiffReport, DumpEntry, DumpOptions, GcReport, Inspection, Progress,
+    RootReport, SnapshotReport, Unit, VerifyReport,
+};
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
     name = "cairn",
     version,
-    about = "Tools for cairn's keyed state and snapshots"
+    about = "Tools for cairn's keyed state and snapshots",
+    after_help = "Exit codes: 0 ok, 1 a problem was found, 2 bad usage or unreadable input.\n\
+                  Field names of --json output: docs/cli.md."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,12 +50,130 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         parallelism: u32,
     },
+
+    /// What a checkpoint or savepoint holds, or which ones a storage root holds.
+    ///
+    /// PATH is a checkpoint directory (chk-<id>), a savepoint directory, a _metadata file,
+    /// or a storage root (then its checkpoints and savepoints are listed). Shows kind, id,
+    /// time, operators, states, each subtask's key groups and files, and sizes: total, new
+    /// in this snapshot, reused from earlier checkpoints.
+    ///
+    /// Examples:
+    ///   cairn inspect /data/checkpoints
+    ///   cairn inspect /data/checkpoints/chk-42 --count
+    ///   cairn inspect /data/checkpoints/chk-42/_metadata --json
+    Inspect {
+        /// The snapshot or storage root.
+        path: PathBuf,
+        /// Count every state's entries (reads every subtask's state: as long as a dump).
+        #[arg(long)]
+        count: bool,
+        /// Print one JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Checks that a snapshot is whole; exit code 1 lists every problem found.
+    ///
+    /// Checks that _metadata decodes, that every file it references exists with the
+    /// recorded size and CRC32, and that every block of every canonical stream reads back.
+    ///
+    /// Example: cairn verify /data/checkpoints/chk-42
+    Verify {
+        /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
+        path: PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Prints the entries of one state: key, namespace, user key, value.
+    ///
+    /// Values are decoded by the codecs the state records (UTF-8 and integers as text,
+    /// others as 0x-hex); TTL stamps are shown as expiry times; lists one element a row.
+    ///
+    /// Examples:
+    ///   cairn dump /data/checkpoints/chk-42 --operator word-count --state count --limit 20
+    ///   cairn dump /data/checkpoints/chk-42 --operator word-count --state count --key hello
+    ///   cairn dump savepoint-7-1a2b --operator sessions --state by-user --key-hex 000000000000002a
+    Dump {
+        /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
+        path: PathBuf,
+        /// The operator's id.
+        #[arg(long)]
+        operator: String,
+        /// The state's name.
+        #[arg(long)]
+        state: String,
+        /// Only this key group.
+        #[arg(long)]
+        key_group: Option<u16>,
+        /// Only this key, as UTF-8 text (its key group is computed from it).
+        #[arg(long, conflicts_with = "key_hex")]
+        key: Option<String>,
+        /// Only this key, as the hex of its serialized bytes.
+        #[arg(long)]
+        key_hex: Option<String>,
+        /// At most this many entries.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// What changed between two snapshots: files and bytes added, removed and shared.
+    ///
+    /// With --entries, also entries added, removed and changed per state (reads both
+    /// snapshots whole).
+    ///
+    /// Example: cairn diff /data/checkpoints/chk-41 /data/checkpoints/chk-42 --entries
+    Diff {
+        /// The older snapshot.
+        a: PathBuf,
+        /// The newer snapshot.
+        b: PathBuf,
+        /// Compare entries, state by state.
+        #[arg(long)]
+        entries: bool,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Deletes files under a storage root that no completed checkpoint needs.
+    ///
+    /// Uses the engine's own rule: shared files that no completed checkpoint references
+    /// and that a checkpoint older than the oldest completed one wrote, and chk-<id>
+    /// directories without _metadata older than the latest completed checkpoint.
+    /// Completed checkpoints and savepoint directories are never touched.
+    ///
+    /// Examples:
+    ///   cairn gc /data/checkpoints --dry-run
+    ///   cairn gc /data/checkpoints
+    Gc {
+        /// The storage root (the directory holding chk-<id>/ and shared/).
+        root: PathBuf,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a command ended when it did not fail.
+enum Outcome {
+    Ok,
+    ProblemFound,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::ProblemFound) => ExitCode::from(1),
         Err(message) => {
             eprintln!("cairn: {message}");
             ExitCode::from(2)
@@ -52,7 +181,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), String> {
+fn run(command: Command) -> Result<Outcome, String> {
+    let bars = Bars::new();
     match command {
         Command::Keygroup {
             key,
@@ -76,7 +206,113 @@ fn run(command: Command) -> Result<(), String> {
             println!(
                 "key group {key_group} of {max}; subtask {subtask} of {parallelism} ({range})"
             );
-            Ok(())
+            Ok(Outcome::Ok)
+        }
+        Command::Inspect { path, count, json } => {
+            let inspection = tools::inspect(&path, count, &bars).map_err(|e| e.to_string())?;
+            let broken = match &inspection {
+                Inspection::Root(root) => root
+                    .checkpoints
+                    .iter()
+                    .chain(&root.savepoints)
+                    .any(|e| e.error.is_some()),
+                Inspection::Snapshot(_) => false,
+            };
+            if json {
+                print_json(&inspection)?;
+            } else {
+                match &inspection {
+                    Inspection::Snapshot(report) => print_snapshot(report),
+                    Inspection::Root(report) => print_root(report),
+                }
+            }
+            Ok(if broken {
+                Outcome::ProblemFound
+            } else {
+                Outcome::Ok
+            })
+        }
+        Command::Verify { path, json } => {
+            let report = tools::verify(&path, &bars).map_err(|e| e.to_string())?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print_verify(&report);
+            }
+            Ok(if report.ok {
+                Outcome::Ok
+            } else {
+                Outcome::ProblemFound
+            })
+        }
+        Command::Dump {
+            path,
+            operator,
+            state,
+            key_group,
+            key,
+            key_hex,
+            limit,
+            json,
+        } => {
+            let key = match (key, key_hex) {
+                (Some(text), _) => Some(text.into_bytes()),
+                (None, Some(hex)) => Some(parse_hex(&hex)?),
+                (None, None) => None,
+            };
+            let options = DumpOptions {
+                operator,
+                state,
+                key_group,
+                key,
+                limit,
+            };
+            let mut entries = Vec::new();
+            let summary = tools::dump(&path, &options, &bars, &mut |entry| {
+                entries.push(entry);
+                Ok(std::ops::ControlFlow::Continue(()))
+            })
+            .map_err(|e| e.to_string())?;
+            if json {
+                print_json(&serde_json::json!({
+                    "operator": summary.operator,
+                    "state": summary.state,
+                    "entries": entries,
+                    "count": summary.entries,
+                    "truncated": summary.truncated,
+                }))?;
+            } else {
+                print_dump(&summary, &entries);
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Diff {
+            a,
+            b,
+            entries,
+            json,
+        } => {
+            let report =
+                tools::diff(&a, &b, DiffOptions { entries }, &bars).map_err(|e| e.to_string())?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print_diff(&report);
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Gc {
+            root,
+            dry_run,
+            json,
+        } => {
+            let report = tools::collect_garbage(&root, dry_run).map_err(|e| e.to_string())?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print_gc(&report);
+            }
+            Ok(Outcome::Ok)
         }
     }
 }
@@ -93,4 +329,503 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
                 .ok_or_else(|| format!("'{text}' is not hex"))
         })
         .collect()
+}
+
+/// Progress bars on stderr, drawn only when stderr is a terminal.
+struct Bars {
+    bar: Mutex<Option<ProgressBar>>,
+    visible: bool,
+}
+
+impl Bars {
+    fn new() -> Self {
+        Bars {
+            bar: Mutex::new(None),
+            visible: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<ProgressBar>> {
+        self.bar.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, message: &str, total: u64, unit: Unit) {
+        let target = if self.visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let template = match unit {
+            Unit::Bytes => "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+            Unit::Items => "{msg} [{bar:30}] {pos}/{len} ({eta})",
+        };
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let bar = ProgressBar::with_draw_target(Some(total), target)
+            .with_style(style)
+            .with_message(message.to_string());
+        if let Some(old) = self.lock().replace(bar) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn advance(&self, units: u64) {
+        if let Some(bar) = self.lock().as_ref() {
+            bar.inc(units);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.lock().take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error worth reporting.
+    let _ = writeln!(out, "{text}");
+    Ok(())
+}
+
+/// Bytes as B, KiB, MiB or GiB.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Left-aligned columns separated by two spaces, each line indented by `indent`.
+fn table(indent: &str, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::from(indent);
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn opt(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn print_snapshot(r: &SnapshotReport) {
+    println!("{} {} taken {}", r.kind, r.id, r.taken_at);
+    println!("  path        {}", r.path);
+    println!("  files root  {}", r.files_root);
+    println!(
+        "  _metadata   version {}, {} bytes",
+        r.metadata_version, r.metadata_bytes
+    );
+    println!(
+        "  size        {} in {} files: {} new, {} reused from earlier checkpoints",
+        size(r.total_bytes),
+        r.file_count,
+        size(r.new_bytes),
+        size(r.reused_bytes)
+    );
+    for op in &r.operators {
+        println!();
+        println!(
+            "operator {}: parallelism {}, max parallelism {}, {} ({} new, {} reused)",
+            op.id,
+            op.parallelism,
+            op.max_parallelism,
+            size(op.total_bytes),
+            size(op.new_bytes),
+            size(op.reused_bytes)
+        );
+        let states: Vec<Vec<String>> = op
+            .states
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.kind.clone(),
+                    s.key_codec.clone(),
+                    s.value_codec.clone(),
+                    s.user_key_codec.clone().unwrap_or_else(|| "-".into()),
+                    s.ttl.as_ref().map_or_else(
+                        || "-".into(),
+                        |t| format!("{} ms, {}", t.ttl_millis, t.update),
+                    ),
+                    opt(s.entries),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                "  ",
+                &[
+                    "STATE",
+                    "KIND",
+                    "KEY CODEC",
+                    "VALUE CODEC",
+                    "USER KEY CODEC",
+                    "TTL",
+                    "ENTRIES"
+                ],
+                &states
+            )
+        );
+        println!();
+        let subtasks: Vec<Vec<String>> = op
+            .subtasks
+            .iter()
+            .map(|s| {
+                vec![
+                    s.subtask.to_string(),
+                    format!("{}..={}", s.first_key_group, s.last_key_group),
+                    s.format.clone(),
+                    s.files.len().to_string(),
+                    size(s.total_bytes),
+                    size(s.new_bytes),
+                    size(s.reused_bytes),
+                    opt(s.entries),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                "  ",
+                &[
+                    "SUBTASK",
+                    "KEY GROUPS",
+                    "FORMAT",
+                    "FILES",
+                    "TOTAL",
+                    "NEW",
+                    "REUSED",
+                    "ENTRIES"
+                ],
+                &subtasks
+            )
+        );
+        println!();
+        let files: Vec<Vec<String>> = op
+            .subtasks
+            .iter()
+            .flat_map(|s| {
+                s.files.iter().map(move |f| {
+                    vec![
+                        s.subtask.to_string(),
+                        f.path.clone(),
+                        f.size.to_string(),
+                        f.crc32.clone(),
+                        if f.new {
+                            "new".into()
+                        } else {
+                            format!("reused (chk {})", opt(f.created_by))
+                        },
+                    ]
+                })
+            })
+            .collect();
+        print!(
+            "{}",
+            table("  ", &["SUBTASK", "FILE", "BYTES", "CRC32", ""], &files)
+        );
+    }
+    if !r.entries_counted {
+        println!();
+        println!("entries: not counted (--count reads every subtask's state to count them)");
+    }
+}
+
+fn print_root(r: &RootReport) {
+    println!("storage root {}", r.path);
+    let rows = |entries: &[tools::RootEntry]| -> Vec<Vec<String>> {
+        entries
+            .iter()
+            .map(|e| match &e.error {
+                None => vec![
+                    e.dir.clone(),
+                    opt(e.id),
+                    e.kind.clone().unwrap_or_default(),
+                    e.taken_at.clone().unwrap_or_default(),
+                    e.operators.join(","),
+                    size(e.total_bytes),
+                    size(e.new_bytes),
+                ],
+                Some(error) => vec![
+                    e.dir.clone(),
+                    "-".into(),
+                    "unreadable".into(),
+                    error.clone(),
+                ],
+            })
+            .collect()
+    };
+    let headers = [
+        "DIRECTORY",
+        "ID",
+        "KIND",
+        "TAKEN AT",
+        "OPERATORS",
+        "TOTAL",
+        "NEW",
+    ];
+    println!();
+    if r.checkpoints.is_empty() {
+        println!("no completed checkpoint");
+    } else {
+        print!("{}", table("", &headers, &rows(&r.checkpoints)));
+    }
+    println!();
+    if r.savepoints.is_empty() {
+        println!("no savepoint");
+    } else {
+        print!("{}", table("", &headers, &rows(&r.savepoints)));
+    }
+    println!();
+    println!(
+        "shared/: {} files, {}",
+        r.shared_files,
+        size(r.shared_bytes)
+    );
+    if !r.incomplete_checkpoints.is_empty() {
+        println!(
+            "without _metadata (aborted or in flight): {}",
+            r.incomplete_checkpoints.join(", ")
+        );
+    }
+}
+
+fn print_verify(r: &VerifyReport) {
+    match (&r.kind, r.id) {
+        (Some(kind), Some(id)) => println!("{kind} {id} ({})", r.metadata),
+        _ => println!("{}", r.metadata),
+    }
+    println!(
+        "checked {} files ({}), read {} entries of canonical streams",
+        r.files_checked,
+        size(r.bytes_checked),
+        r.canonical_entries
+    );
+    if r.ok {
+        println!(
+            "OK: _metadata decodes, every file is there with its size and CRC32, every \
+             canonical block checks"
+        );
+        return;
+    }
+    println!(
+        "{} problem{} found:",
+        r.problems.len(),
+        if r.problems.len() == 1 { "" } else { "s" }
+    );
+    for p in &r.problems {
+        let kind = serde_json::to_value(p.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!("  {kind:<10}  {}: {}", p.file, p.detail);
+    }
+}
+
+fn value_text(v: &tools::DecodedValue) -> (String, String) {
+    let expires = match (&v.expires_at, v.expired) {
+        (Some(at), Some(true)) => format!("{at} (expired)"),
+        (Some(at), _) => at.clone(),
+        _ => "-".into(),
+    };
+    (v.value.clone(), expires)
+}
+
+fn print_dump(summary: &tools::DumpSummary, entries: &[DumpEntry]) {
+    let s = &summary.state;
+    println!(
+        "operator {}, state {}: {} state, key {}, value {}{}{}",
+        summary.operator,
+        s.name,
+        s.kind,
+        s.key_codec,
+        s.value_codec,
+        s.user_key_codec
+            .as_ref()
+            .map_or_else(String::new, |c| format!(", user key {c}")),
+        s.ttl
+            .as_ref()
+            .map_or_else(String::new, |t| format!(", TTL {} ms", t.ttl_millis))
+    );
+    let is_map = s.user_key_codec.is_some();
+    let is_list = s.kind == "list";
+    let has_ttl = s.ttl.is_some();
+    let mut headers = vec!["KEY GROUP", "KEY", "NAMESPACE"];
+    if is_map {
+        headers.push("USER KEY");
+    }
+    if is_list {
+        headers.push("#");
+    }
+    headers.push("VALUE");
+    if has_ttl {
+        headers.push("EXPIRES");
+    }
+    let mut rows = Vec::new();
+    for e in entries {
+        let mut front = vec![
+            e.key_group.to_string(),
+            e.key.clone(),
+            if e.namespace_hex.is_empty() {
+                "-".into()
+            } else {
+                format!("0x{}", e.namespace_hex)
+            },
+        ];
+        if is_map {
+            front.push(e.user_key.clone().unwrap_or_default());
+        }
+        let mut values: Vec<(Option<usize>, String, String)> = Vec::new();
+        if let Some(v) = &e.value {
+            let (value, expires) = value_text(v);
+            values.push((None, value, expires));
+        }
+        for (i, v) in e.elements.iter().flatten().enumerate() {
+            let (value, expires) = value_text(v);
+            values.push((Some(i), value, expires));
+        }
+        if let Some(raw) = &e.raw_hex {
+            values.push((None, format!("0x{raw} (undecodable)"), "-".into()));
+        }
+        for (index, value, expires) in values {
+            let mut row = front.clone();
+            if is_list {
+                row.push(index.map_or_else(|| "-".into(), |i| i.to_string()));
+            }
+            row.push(value);
+            if has_ttl {
+                row.push(expires);
+            }
+            rows.push(row);
+        }
+    }
+    print!("{}", table("", &headers, &rows));
+    println!(
+        "{} entr{}{}",
+        summary.entries,
+        if summary.entries == 1 { "y" } else { "ies" },
+        if summary.truncated {
+            " (limit reached; more may follow)"
+        } else {
+            ""
+        }
+    );
+}
+
+fn print_diff(r: &DiffReport) {
+    println!("{} ({}) -> {} ({})", r.a, r.a_id, r.b, r.b_id);
+    let f = &r.files;
+    println!(
+        "files: {} added ({}), {} removed ({}), {} shared ({})",
+        f.added.len(),
+        size(f.added_bytes),
+        f.removed.len(),
+        size(f.removed_bytes),
+        f.shared,
+        size(f.shared_bytes)
+    );
+    for file in &f.added {
+        println!("  + {}  {}", file.path, size(file.size));
+    }
+    for file in &f.removed {
+        println!("  - {}  {}", file.path, size(file.size));
+    }
+    if let Some(states) = &r.entries {
+        println!();
+        let rows: Vec<Vec<String>> = states
+            .iter()
+            .map(|s| {
+                vec![
+                    s.operator.clone(),
+                    s.state.clone(),
+                    match (s.in_a, s.in_b) {
+                        (true, false) => "removed".into(),
+                        (false, true) => "added".into(),
+                        _ => "-".into(),
+                    },
+                    s.added.to_string(),
+                    s.removed.to_string(),
+                    s.changed.to_string(),
+                    s.unchanged.to_string(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                "",
+                &[
+                    "OPERATOR",
+                    "STATE",
+                    "STATE ITSELF",
+                    "ADDED",
+                    "REMOVED",
+                    "CHANGED",
+                    "UNCHANGED"
+                ],
+                &rows
+            )
+        );
+    }
+}
+
+fn print_gc(r: &GcReport) {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "storage root {}: {} completed checkpoint{} {:?} keep their files",
+        r.root,
+        r.checkpoints.len(),
+        if r.checkpoints.len() == 1 { "" } else { "s" },
+        r.checkpoints
+    );
+    if r.deleted.is_empty() {
+        println!("no orphans: nothing to delete");
+        return;
+    }
+    println!(
+        "{verb} {} files, {}: {} shared file{} and the directories of {} checkpoint{} that never completed {:?}",
+        r.deleted.len(),
+        size(r.deleted_bytes),
+        r.shared_files,
+        if r.shared_files == 1 { "" } else { "s" },
+        r.abandoned_checkpoints.len(),
+        if r.abandoned_checkpoints.len() == 1 { "" } else { "s" },
+        r.abandoned_checkpoints
+    );
+    for file in &r.deleted {
+        println!("  {}  {}", file.path, size(file.size));
+    }
 }
