@@ -52,8 +52,8 @@ mod keygroup;
 mod snapshot;
 mod state;
 mod storage;
-mod ttl;
 pub mod tools;
+mod ttl;
 
 pub use backend::{
     HeapBackend, KeyedStateBackend, MemoryBudget, RocksDbBackend, RocksDbBackendBuilder,
@@ -65,16 +65,17 @@ pub use error::{Error, ErrorKind, Result};
 pub use keygroup::{murmur3_x86_32, KeyGroup, KeyGroupRange, MaxParallelism};
 pub use snapshot::{
     shared_file_creator, CheckpointId, InstanceId, JobSnapshot, KeyedStateHandle, OperatorSnapshot,
-    PendingSnapshot, SnapshotFile, SnapshotFormat, SnapshotKind, SnapshotRequest, SnapshotTask,
-    SubtaskRestore, METADATA_FILE, METADATA_VERSION, SHARED_DIR,
+    PendingSnapshot, SavepointFormat, SnapshotFile, SnapshotFormat, SnapshotKind, SnapshotRequest,
+    SnapshotTask, SnapshotType, SubtaskRestore, METADATA_FILE, METADATA_VERSION, SHARED_DIR,
 };
 pub use state::{
     AggregateFunction, AggregatingState, KeyedStateStore, Keys, ListState, MapIter, MapState,
     MapStateDescriptor, Namespaced, ReducingState, StateDescriptor, ValueState,
 };
 pub use storage::{
-    latest_checkpoint, read_checkpoint, CheckpointStorage, GarbageReport, LocalStore,
-    PendingCheckpoint, Retention, SnapshotStore, SnapshotWrite, StoragePath,
+    begin_savepoint, latest_checkpoint, list_savepoints, read_checkpoint, read_savepoint,
+    CheckpointStorage, GarbageReport, LocalStore, PendingCheckpoint, Retention, SnapshotStore,
+    SnapshotWrite, StoragePath, SubStore,
 };
 pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};
 

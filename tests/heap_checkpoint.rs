@@ -276,7 +276,7 @@ fn request(store: &Arc<LocalStore>, checkpoint_id: u64) -> SnapshotRequest {
         checkpoint_id,
         store: store.clone(),
         private_dir: StoragePath::new(format!("chk-{checkpoint_id}")).unwrap(),
-        incremental: false,
+        snapshot_type: cairn::SnapshotType::Checkpoint,
     }
 }
 
@@ -601,7 +601,7 @@ fn handles_a_heap_backend_cannot_restore_are_refused() {
     };
 
     let mut rocksdb = handle.clone();
-    rocksdb.format = SnapshotFormat::RocksDbIncremental;
+    rocksdb.format = SnapshotFormat::RocksDb;
     refused(&[rocksdb], "format");
 
     // Another handle (of other key groups) holding "count" as a list state.

@@ -26,7 +26,7 @@ use crate::backend::{
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
-use crate::snapshot::canonical::{CanonicalReader, CanonicalWriter};
+use crate::snapshot::canonical::{CanonicalReader, CanonicalWriter, STREAM_NAME};
 use crate::snapshot::{
     CheckpointId, InstanceId, KeyedStateHandle, PendingSnapshot, SnapshotFile, SnapshotFormat,
     SnapshotRequest,
@@ -34,9 +34,6 @@ use crate::snapshot::{
 use crate::storage::{CrcWriter, SnapshotStore, StoragePath};
 use crate::ttl::entry_expired;
 use crate::KeyedStateBackend;
-
-/// The name of the one file of a heap snapshot, in the handle and in its path.
-const STREAM_NAME: &str = "keyed-state";
 
 /// The entries of one state: composite key to stored value.
 type Entries = OrdMap<Vec<u8>, Vec<u8>>;
@@ -105,16 +102,16 @@ impl HeapBackend {
     /// ```
     /// use std::sync::Arc;
     /// use cairn::{HeapBackend, KeyGroupRange, KeyedStateBackend, LocalStore, MaxParallelism,
-    ///             SnapshotRequest, StoragePath, SystemClock};
+    ///             SnapshotRequest, SnapshotType, StoragePath, SystemClock};
     /// # let dir = tempfile::tempdir().unwrap();
     /// let max = MaxParallelism::DEFAULT;
     /// let store = Arc::new(LocalStore::new(dir.path())?);
     /// let backend = HeapBackend::new(max, KeyGroupRange::all(max));
     /// let request = SnapshotRequest {
     ///     checkpoint_id: 1,
+    ///     snapshot_type: SnapshotType::Checkpoint,
     ///     store: store.clone(),
     ///     private_dir: StoragePath::new("chk-1")?,
-    ///     incremental: false,
     /// };
     /// let handle = backend.snapshot(&request)?.run()?;
     /// // Subtask 0 of 2 restores its half of the key groups.

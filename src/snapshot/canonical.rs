@@ -42,6 +42,9 @@ use crate::storage::{SnapshotStore, StoragePath};
 /// The magic bytes at the start and at the very end of a stream.
 pub(crate) const MAGIC: &[u8; 8] = b"CAIRN-KS";
 
+/// The name of a subtask's canonical stream, in its handle and at the end of its path.
+pub(crate) const STREAM_NAME: &str = "keyed-state";
+
 /// The stream version this cairn writes, and the newest it reads.
 pub(crate) const VERSION: u16 = 1;
 

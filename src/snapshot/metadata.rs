@@ -262,7 +262,7 @@ pub(crate) mod tests {
     pub(crate) fn sample() -> JobSnapshot {
         let max = MaxParallelism::new(4).unwrap();
         let handle = |index: u32| KeyedStateHandle {
-            format: SnapshotFormat::RocksDbIncremental,
+            format: SnapshotFormat::RocksDb,
             key_groups: max.subtask_range(index, 2).unwrap(),
             instance: InstanceId(0x0102 + u128::from(index)),
             checkpoint_id: 7,

@@ -52,9 +52,10 @@ impl fmt::Display for InstanceId {
 /// How a subtask's keyed state is stored in a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SnapshotFormat {
-    /// RocksDB's own files: SST files (shared between checkpoints where possible), plus
-    /// the MANIFEST, CURRENT and OPTIONS files that make them a DB.
-    RocksDbIncremental,
+    /// RocksDB's own files: SST files (shared between checkpoints in an incremental
+    /// checkpoint, private in a native savepoint), plus the MANIFEST, CURRENT and OPTIONS
+    /// files that make them a DB.
+    RocksDb,
     /// The backend-independent, key-group-ordered stream of docs/format.md.
     Canonical,
 }
@@ -62,14 +63,14 @@ pub enum SnapshotFormat {
 impl SnapshotFormat {
     pub(crate) fn code(self) -> u8 {
         match self {
-            SnapshotFormat::RocksDbIncremental => 1,
+            SnapshotFormat::RocksDb => 1,
             SnapshotFormat::Canonical => 2,
         }
     }
 
     pub(crate) fn from_code(code: u8) -> Option<Self> {
         match code {
-            1 => Some(SnapshotFormat::RocksDbIncremental),
+            1 => Some(SnapshotFormat::RocksDb),
             2 => Some(SnapshotFormat::Canonical),
             _ => None,
         }
@@ -79,7 +80,7 @@ impl SnapshotFormat {
 impl fmt::Display for SnapshotFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SnapshotFormat::RocksDbIncremental => "RocksDB incremental",
+            SnapshotFormat::RocksDb => "RocksDB files",
             SnapshotFormat::Canonical => "canonical",
         })
     }
@@ -164,18 +165,57 @@ pub fn shared_file_creator(path: &StoragePath) -> Option<CheckpointId> {
     id.parse().ok()
 }
 
-/// What a backend needs to take a snapshot: its id and where to write.
+/// What kind of snapshot a backend is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotType {
+    /// An incremental checkpoint: RocksDB's SST files go to `shared/` and later
+    /// checkpoints reference them. (The heap backend writes its canonical stream.)
+    Checkpoint,
+    /// A savepoint in the backend-independent canonical stream, from any backend.
+    CanonicalSavepoint,
+    /// A savepoint in the backend's own files, all private: RocksDB's SST files (the heap
+    /// backend's own format is the canonical stream).
+    NativeSavepoint,
+}
+
+/// The format of a savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SavepointFormat {
+    /// Backend-independent: restores into any backend, at any parallelism.
+    Canonical,
+    /// The backend's own files: fast to take and restore, into the same backend.
+    Native,
+}
+
+impl SavepointFormat {
+    pub(crate) fn snapshot_type(self) -> SnapshotType {
+        match self {
+            SavepointFormat::Canonical => SnapshotType::CanonicalSavepoint,
+            SavepointFormat::Native => SnapshotType::NativeSavepoint,
+        }
+    }
+}
+
+/// What a backend needs to take a snapshot: its id, its type and where to write.
 #[derive(Clone)]
 pub struct SnapshotRequest {
     /// The checkpoint or savepoint id.
     pub checkpoint_id: CheckpointId,
-    /// Where the files go.
+    /// What kind of snapshot.
+    pub snapshot_type: SnapshotType,
+    /// Where the files go: the storage root for checkpoints, the savepoint's own directory
+    /// for savepoints (so that every path in a savepoint is relative to it).
     pub store: Arc<dyn SnapshotStore>,
-    /// The directory for files private to this snapshot (`chk-<id>`).
+    /// The directory, in `store`, for files private to this snapshot (`chk-<id>` for a
+    /// checkpoint).
     pub private_dir: StoragePath,
-    /// Whether SST files go to `shared/` and are reused by later checkpoints (incremental
-    /// checkpoints), or are all private (self-contained snapshots).
-    pub incremental: bool,
+}
+
+impl SnapshotRequest {
+    /// Whether SST files go to `shared/` and are referenced by later checkpoints.
+    pub fn is_incremental(&self) -> bool {
+        self.snapshot_type == SnapshotType::Checkpoint
+    }
 }
 
 impl fmt::Debug for SnapshotRequest {
@@ -183,8 +223,8 @@ impl fmt::Debug for SnapshotRequest {
         f.debug_struct("SnapshotRequest")
             .field("checkpoint_id", &self.checkpoint_id)
             .field("store", &self.store.location())
+            .field("snapshot_type", &self.snapshot_type)
             .field("private_dir", &self.private_dir)
-            .field("incremental", &self.incremental)
             .finish()
     }
 }

@@ -23,9 +23,15 @@ use crate::keygroup::MaxParallelism;
 use crate::snapshot::metadata::MAX_METADATA_BYTES;
 use crate::snapshot::{
     shared_file_creator, CheckpointId, JobSnapshot, KeyedStateHandle, OperatorSnapshot,
-    SnapshotKind, SnapshotRequest, METADATA_FILE, SHARED_DIR,
+    SavepointFormat, SnapshotKind, SnapshotRequest, SnapshotType, METADATA_FILE, SHARED_DIR,
 };
-use crate::storage::{SnapshotStore, StoragePath};
+use crate::storage::{SnapshotStore, StoragePath, SubStore};
+
+/// Savepoint directories are named `savepoint-<id>-<random>`.
+const SAVEPOINT_PREFIX: &str = "savepoint-";
+
+/// The directory, inside a savepoint, of the subtasks' files.
+const SAVEPOINT_STATE_DIR: &str = "state";
 
 /// How many completed checkpoints to keep, and what happens to them when the job is
 /// cancelled.
@@ -101,13 +107,15 @@ pub struct GarbageReport {
     pub shared_files: usize,
 }
 
-/// A checkpoint being taken: the handles gathered so far.
+/// A checkpoint or savepoint being taken: the handles gathered so far.
 #[derive(Debug)]
 pub struct PendingCheckpoint {
     request: SnapshotRequest,
     started: Instant,
     taken_at_millis: u64,
     operators: BTreeMap<String, PendingOperator>,
+    /// For a savepoint: its directory under the root it is written to.
+    savepoint_dir: Option<StoragePath>,
 }
 
 #[derive(Debug)]
@@ -126,6 +134,50 @@ impl PendingCheckpoint {
     /// What each subtask's backend takes its snapshot with.
     pub fn request(&self) -> &SnapshotRequest {
         &self.request
+    }
+
+    /// For a savepoint, its directory (`savepoint-<id>-<random>`) under the root it is
+    /// written to; `None` for a checkpoint.
+    pub fn savepoint_dir(&self) -> Option<&StoragePath> {
+        self.savepoint_dir.as_ref()
+    }
+
+    /// The job snapshot of the acknowledged handles, once every acknowledged operator has
+    /// all its subtasks.
+    fn into_job(self, kind: SnapshotKind) -> Result<JobSnapshot> {
+        let id = self.id();
+        for (operator_id, op) in &self.operators {
+            let missing: Vec<usize> = op
+                .subtasks
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.is_none())
+                .map(|(i, _)| i)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Checkpoint {
+                    checkpoint_id: id,
+                    detail: format!(
+                        "operator '{operator_id}' has no snapshot from subtasks {missing:?}; it is discarded"
+                    ),
+                });
+            }
+        }
+        Ok(JobSnapshot {
+            checkpoint_id: id,
+            kind,
+            taken_at_millis: self.taken_at_millis,
+            operators: self
+                .operators
+                .into_iter()
+                .map(|(operator_id, op)| OperatorSnapshot {
+                    operator_id,
+                    parallelism: op.parallelism,
+                    max_parallelism: op.max_parallelism,
+                    subtasks: op.subtasks.into_iter().flatten().collect(),
+                })
+                .collect(),
+        })
     }
 
     /// Adds the handle of subtask `subtask` of operator `operator_id`, which runs with
@@ -249,6 +301,117 @@ fn scan(
     Ok((completed, highest))
 }
 
+/// Begins savepoint `id` in a new directory `savepoint-<id>-<random>` of `root`, in
+/// `format`. Every path in it will be relative to that directory, so it can be moved or
+/// copied and still restores; nothing in it is shared with checkpoints, and checkpoint
+/// garbage collection never touches it.
+///
+/// Commit it with [`CheckpointStorage::commit`] or [`PendingCheckpoint::commit_savepoint`].
+///
+/// # Errors
+/// [`Error::InvalidPath`] never in practice (the name is generated).
+pub fn begin_savepoint(
+    root: Arc<dyn SnapshotStore>,
+    id: CheckpointId,
+    format: SavepointFormat,
+    clock: &dyn Clock,
+) -> Result<PendingCheckpoint> {
+    let dir = StoragePath::new(format!(
+        "{SAVEPOINT_PREFIX}{id}-{:08x}",
+        crate::storage::random_u128() as u32
+    ))?;
+    let store: Arc<dyn SnapshotStore> = Arc::new(SubStore::new(root, dir.clone()));
+    Ok(PendingCheckpoint {
+        request: SnapshotRequest {
+            checkpoint_id: id,
+            snapshot_type: format.snapshot_type(),
+            store,
+            private_dir: StoragePath::new(SAVEPOINT_STATE_DIR)?,
+        },
+        started: Instant::now(),
+        taken_at_millis: clock.now_millis(),
+        operators: BTreeMap::new(),
+        savepoint_dir: Some(dir),
+    })
+}
+
+impl PendingCheckpoint {
+    /// Commits a savepoint: writes `_metadata` in its directory, last.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for a checkpoint (commit those through their
+    /// [`CheckpointStorage`]) or an operator lacking a subtask; the store's errors.
+    pub fn commit_savepoint(self) -> Result<Arc<JobSnapshot>> {
+        let id = self.id();
+        if self.savepoint_dir.is_none() {
+            return Err(Error::Checkpoint {
+                checkpoint_id: id,
+                detail: "it is a checkpoint; commit it through its CheckpointStorage".into(),
+            });
+        }
+        let store = self.request.store.clone();
+        let started = self.started;
+        let dir = self.savepoint_dir.clone();
+        let job = match self.into_job(SnapshotKind::Savepoint) {
+            Ok(job) => job,
+            Err(e) => {
+                discard_savepoint(store.as_ref());
+                return Err(e);
+            }
+        };
+        store.put(&StoragePath::new(METADATA_FILE)?, &job.encode())?;
+        let total: u64 = job.files().map(|f| f.size).sum();
+        info!(savepoint = id, dir = ?dir.map(|d| d.to_string()), total_bytes = total,
+            ms = started.elapsed().as_millis() as u64, "savepoint completed");
+        Ok(Arc::new(job))
+    }
+}
+
+fn discard_savepoint(store: &dyn SnapshotStore) {
+    let result = store
+        .list(None)
+        .and_then(|files| files.iter().try_for_each(|f| store.delete(f)));
+    if let Err(e) = result {
+        warn!(location = %store.location(), error = %e, "cannot delete a discarded savepoint");
+    }
+}
+
+/// Reads the `_metadata` of a savepoint whose directory is the root of `store` (a
+/// [`LocalStore`](crate::LocalStore) on the directory, or a [`SubStore`]).
+///
+/// # Errors
+/// [`Error::NotFound`] if there is no `_metadata`; [`Error::Corrupted`] if it does not
+/// decode or is not a savepoint's.
+pub fn read_savepoint(store: &dyn SnapshotStore) -> Result<JobSnapshot> {
+    let path = StoragePath::new(METADATA_FILE)?;
+    let bytes = store.get(&path, MAX_METADATA_BYTES)?;
+    let job = JobSnapshot::decode(&bytes, &path)?;
+    if job.kind != SnapshotKind::Savepoint {
+        return Err(Error::Corrupted {
+            what: "snapshot metadata",
+            path: format!("{}/{path}", store.location()).into(),
+            detail: "it is a checkpoint's, not a savepoint's; read it with read_checkpoint".into(),
+        });
+    }
+    Ok(job)
+}
+
+/// The savepoint directories (`savepoint-<id>-<random>` with a `_metadata`) of `root`.
+///
+/// # Errors
+/// The store's errors.
+pub fn list_savepoints(root: &dyn SnapshotStore) -> Result<Vec<StoragePath>> {
+    let mut dirs: Vec<StoragePath> = root
+        .list(None)?
+        .into_iter()
+        .filter(|p| p.top().starts_with(SAVEPOINT_PREFIX) && p.file_name() == METADATA_FILE)
+        .filter(|p| p.as_str().matches('/').count() == 1)
+        .filter_map(|p| StoragePath::new(p.top()).ok())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
 /// The latest completed checkpoint in `store`, if any.
 ///
 /// # Errors
@@ -310,6 +473,20 @@ impl CheckpointStorage {
         self.lock().completed.get(&id).cloned()
     }
 
+    /// Begins a savepoint in this storage's root, with the next id: a directory of its
+    /// own (see [`begin_savepoint`]); the checkpoints and their chain are not affected.
+    ///
+    /// # Errors
+    /// As [`begin_savepoint`].
+    pub fn begin_savepoint(&self, format: SavepointFormat) -> Result<PendingCheckpoint> {
+        let id = {
+            let mut state = self.lock();
+            state.highest_seen += 1;
+            state.highest_seen
+        };
+        begin_savepoint(self.store.clone(), id, format, self.clock.as_ref())
+    }
+
     /// Begins checkpoint `id`, which must be higher than every checkpoint begun or found
     /// before.
     ///
@@ -331,13 +508,14 @@ impl CheckpointStorage {
         Ok(PendingCheckpoint {
             request: SnapshotRequest {
                 checkpoint_id: id,
+                snapshot_type: SnapshotType::Checkpoint,
                 store: self.store.clone(),
                 private_dir: checkpoint_dir(id)?,
-                incremental: true,
             },
             started: Instant::now(),
             taken_at_millis: self.clock.now_millis(),
             operators: BTreeMap::new(),
+            savepoint_dir: None,
         })
     }
 
@@ -351,27 +529,22 @@ impl CheckpointStorage {
     /// late), or a shared file it references is gone; the store's errors otherwise, after
     /// which the previous checkpoint stays the latest.
     pub fn commit(&self, pending: PendingCheckpoint) -> Result<Arc<JobSnapshot>> {
+        if pending.savepoint_dir.is_some() {
+            return pending.commit_savepoint();
+        }
         let id = pending.id();
         let mut state = self.lock();
-        if let Err(e) = self.check_complete(&pending, &state) {
-            drop(state);
-            self.discard(id);
-            return Err(e);
-        }
-        let job = JobSnapshot {
-            checkpoint_id: id,
-            kind: SnapshotKind::Checkpoint,
-            taken_at_millis: pending.taken_at_millis,
-            operators: pending
-                .operators
-                .into_iter()
-                .map(|(operator_id, op)| OperatorSnapshot {
-                    operator_id,
-                    parallelism: op.parallelism,
-                    max_parallelism: op.max_parallelism,
-                    subtasks: op.subtasks.into_iter().flatten().collect(),
-                })
-                .collect(),
+        let started = pending.started;
+        let job = self
+            .check_references(&pending, &state)
+            .and_then(|()| pending.into_job(SnapshotKind::Checkpoint));
+        let job = match job {
+            Ok(job) => job,
+            Err(e) => {
+                drop(state);
+                self.discard(id);
+                return Err(e);
+            }
         };
         self.store.put(&metadata_path(id)?, &job.encode())?;
         let job = Arc::new(job);
@@ -387,7 +560,7 @@ impl CheckpointStorage {
             checkpoint = id,
             total_bytes = total,
             written_bytes = written,
-            ms = pending.started.elapsed().as_millis() as u64,
+            ms = started.elapsed().as_millis() as u64,
             "checkpoint completed"
         );
         let report = self.collect_garbage_locked(&mut state)?;
@@ -397,7 +570,9 @@ impl CheckpointStorage {
         Ok(job)
     }
 
-    fn check_complete(&self, pending: &PendingCheckpoint, state: &Checkpoints) -> Result<()> {
+    /// Checks that `pending` is not late and that the shared files it references from
+    /// older checkpoints are still there.
+    fn check_references(&self, pending: &PendingCheckpoint, state: &Checkpoints) -> Result<()> {
         let id = pending.id();
         if let Some(&latest) = state.completed.keys().next_back() {
             if latest > id {
@@ -405,23 +580,6 @@ impl CheckpointStorage {
                     checkpoint_id: id,
                     detail: format!(
                         "it is late: checkpoint {latest} completed first; it is discarded"
-                    ),
-                });
-            }
-        }
-        for (operator_id, op) in &pending.operators {
-            let missing: Vec<usize> = op
-                .subtasks
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.is_none())
-                .map(|(i, _)| i)
-                .collect();
-            if !missing.is_empty() {
-                return Err(Error::Checkpoint {
-                    checkpoint_id: id,
-                    detail: format!(
-                        "operator '{operator_id}' has no snapshot from subtasks {missing:?}; it is discarded"
                     ),
                 });
             }
@@ -465,6 +623,11 @@ impl CheckpointStorage {
     /// The store's errors.
     pub fn abort(&self, pending: PendingCheckpoint) -> Result<()> {
         let id = pending.id();
+        if pending.savepoint_dir.is_some() {
+            info!(savepoint = id, "savepoint aborted");
+            discard_savepoint(pending.request.store.as_ref());
+            return Ok(());
+        }
         info!(checkpoint = id, "checkpoint aborted");
         self.store.delete_dir(&checkpoint_dir(id)?)
     }

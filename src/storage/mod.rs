@@ -10,6 +10,8 @@
 //! chk-<id>/_metadata                     the commit point of checkpoint <id>
 //! chk-<id>/<instance>/<file>             files private to one subtask's snapshot
 //! shared/<created by>-<instance>-<file>  SST files shared between checkpoints
+//! savepoint-<id>-<random>/_metadata      a savepoint: everything inside, paths relative
+//! savepoint-<id>-<random>/state/…        to its directory
 //! ```
 //!
 //! A file written through [`SnapshotStore::create`] becomes visible only when its writer
@@ -17,6 +19,7 @@
 
 mod checkpoints;
 mod local;
+mod sub;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -24,10 +27,11 @@ use std::io::{Read, Write};
 use crate::error::{Error, Result};
 
 pub use checkpoints::{
-    latest_checkpoint, read_checkpoint, CheckpointStorage, GarbageReport, PendingCheckpoint,
-    Retention,
+    begin_savepoint, latest_checkpoint, list_savepoints, read_checkpoint, read_savepoint,
+    CheckpointStorage, GarbageReport, PendingCheckpoint, Retention,
 };
 pub use local::LocalStore;
+pub use sub::SubStore;
 
 /// The longest path a store accepts, in bytes.
 const MAX_PATH_LEN: usize = 1024;

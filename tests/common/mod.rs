@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod job;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -172,7 +172,7 @@ impl StagedCheckpoint {
         let files = in_parallel(&names, |name| {
             let is_sst = name.ends_with(".sst");
             let local = self.staging.join(name);
-            if is_sst && self.request.incremental {
+            if is_sst && self.request.is_incremental() {
                 if let Some(existing) = base.get(name) {
                     let size = std::fs::metadata(&local).map(|m| m.len()).ok();
                     if size == Some(existing.size) {
@@ -191,7 +191,7 @@ impl StagedCheckpoint {
             .map(|(f, _)| f.size)
             .sum();
         let files: Vec<SnapshotFile> = files.into_iter().map(|(f, _)| f).collect();
-        if self.request.incremental {
+        if self.request.is_incremental() {
             let ssts = files
                 .iter()
                 .filter(|f| f.is_shared())
@@ -204,7 +204,7 @@ impl StagedCheckpoint {
                 .insert(id, ssts);
         }
         let handle = KeyedStateHandle {
-            format: SnapshotFormat::RocksDbIncremental,
+            format: SnapshotFormat::RocksDb,
             key_groups: self.range,
             instance: self.instance,
             checkpoint_id: id,

@@ -17,6 +17,7 @@
 mod checkpoint;
 mod options;
 mod restore;
+mod savepoint;
 mod ttl_filter;
 
 use std::ffi::CString;
@@ -39,18 +40,20 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::snapshot::{
-    CheckpointId, InstanceId, KeyedStateHandle, PendingSnapshot, SnapshotRequest,
+    CheckpointId, InstanceId, KeyedStateHandle, PendingSnapshot, SnapshotFormat, SnapshotRequest,
+    SnapshotType,
 };
 use crate::storage::SnapshotStore;
 use crate::ttl::entry_expired;
 use crate::KeyedStateBackend;
 use checkpoint::{StagedCheckpoint, UploadedFiles};
+use savepoint::StagedCanonical;
 
 pub use options::{MemoryBudget, RocksDbOptions};
 use ttl_filter::TtlFilterFactory;
 
 /// The internal column family holding the backend record and the state metadata.
-const META_CF: &str = "_cairn_meta";
+pub(super) const META_CF: &str = "_cairn_meta";
 const BACKEND_RECORD: &[u8] = b"backend";
 const STATE_RECORD_PREFIX: &[u8] = b"state/";
 const BACKEND_RECORD_VERSION: u8 = 1;
@@ -188,10 +191,12 @@ impl RocksDbBackend {
             restore::check_empty(&b.dir)?;
             let states = restore::validate(store.as_ref(), &handles, &what)?;
             let base = &handles[0];
-            restore::download_into(store.as_ref(), base, &b.dir)?;
-            expected_range = base.key_groups;
-            if handles.len() == 1 && base.key_groups == b.range {
-                uploaded = UploadedFiles::restored(base);
+            if base.format == SnapshotFormat::RocksDb {
+                restore::download_into(store.as_ref(), base, &b.dir)?;
+                expected_range = base.key_groups;
+                if handles.len() == 1 && base.key_groups == b.range {
+                    uploaded = UploadedFiles::restored(base);
+                }
             }
             restore_rest = Some((store, handles, states, what, started));
         }
@@ -206,8 +211,17 @@ impl RocksDbBackend {
                     detail: e.to_string(),
                 })?;
             }
-            for (index, handle) in handles.iter().enumerate().skip(1) {
-                backend.ingest_handle(store.as_ref(), handle, index)?;
+            for (index, handle) in handles.iter().enumerate() {
+                match handle.format {
+                    // The base was opened as it is.
+                    SnapshotFormat::RocksDb if index == 0 => {}
+                    SnapshotFormat::RocksDb => {
+                        backend.ingest_handle(store.as_ref(), handle, index)?
+                    }
+                    SnapshotFormat::Canonical => {
+                        backend.ingest_canonical(store.as_ref(), handle, index, &what)?
+                    }
+                }
             }
             tracing::info!(dir = %backend.dir.display(), range = %backend.range,
                 handles = handles.len(), ms = started.elapsed().as_millis() as u64,
@@ -701,11 +715,31 @@ impl KeyedStateBackend for RocksDbBackend {
 
     fn snapshot(&self, request: &SnapshotRequest) -> Result<PendingSnapshot> {
         let started = Instant::now();
+        let now = self.clock.now_millis();
         let guard = self.read();
         let open = guard.as_ref().ok_or(Error::Closed)?;
         let staging = checkpoint::stage(&open.db, &self.dir, request.checkpoint_id)?;
         let states = open.states.clone();
         drop(guard);
+        if request.snapshot_type == SnapshotType::CanonicalSavepoint {
+            let states = states
+                .into_iter()
+                .map(|meta| {
+                    let options = self.state_cf_options(&meta, &Arc::default());
+                    (meta, options)
+                })
+                .collect();
+            return Ok(StagedCanonical {
+                request: request.clone(),
+                staging,
+                instance: self.instance,
+                max: self.max_parallelism,
+                range: self.range,
+                states,
+                now,
+            }
+            .into_pending(started));
+        }
         Ok(StagedCheckpoint {
             request: request.clone(),
             staging,

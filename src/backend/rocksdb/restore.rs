@@ -26,18 +26,18 @@ use crate::backend::rocksdb::RocksDbBackend;
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::snapshot::transfer::{download, in_parallel};
-use crate::snapshot::{KeyedStateHandle, SnapshotFormat};
+use crate::snapshot::KeyedStateHandle;
 use crate::storage::SnapshotStore;
 use crate::StateMeta;
 
 /// The directory, inside a backend's directory, where other handles are unpacked.
-const RESTORE_DIR: &str = "_cairn_restore";
+pub(super) const RESTORE_DIR: &str = "_cairn_restore";
 
 /// One key past the largest key group (max parallelism is at most 32768).
 const PAST_LAST_KEY_GROUP: [u8; 2] = 32768u16.to_be_bytes();
 
-/// Checks the handles before anything is downloaded: the format, each file present with
-/// its recorded size, and states that agree across handles.
+/// Checks the handles before anything is downloaded: one format for all, each file
+/// present with its recorded size, and states that agree across handles.
 pub(super) fn validate(
     store: &dyn SnapshotStore,
     handles: &[KeyedStateHandle],
@@ -45,13 +45,12 @@ pub(super) fn validate(
 ) -> Result<Vec<StateMeta>> {
     let mut states: Vec<StateMeta> = Vec::new();
     for handle in handles {
-        if handle.format != SnapshotFormat::RocksDbIncremental {
+        if handle.format != handles[0].format {
             return Err(Error::Restore {
                 what: what.to_string(),
                 detail: format!(
-                    "the snapshot of {} is in the {} format; a RocksDB backend restores \
-                     RocksDB checkpoints",
-                    handle.key_groups, handle.format
+                    "the snapshots to restore mix the {} and {} formats",
+                    handles[0].format, handle.format
                 ),
             });
         }

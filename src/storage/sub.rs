@@ -1,0 +1,91 @@
+//! A directory of a store seen as a store of its own: how a savepoint's files are written
+//! and read with paths relative to the savepoint's directory.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::storage::{SnapshotStore, SnapshotWrite, StoragePath};
+
+/// The files under `dir` of another store, with paths relative to `dir`.
+///
+/// # Examples
+/// ```
+/// use std::sync::Arc;
+/// use cairn::{LocalStore, SnapshotStore, StoragePath, SubStore};
+/// # let root = tempfile::tempdir().unwrap();
+/// let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(root.path())?);
+/// let savepoint = SubStore::new(store.clone(), StoragePath::new("savepoint-7-ab12")?);
+/// savepoint.put(&StoragePath::new("_metadata")?, b"...")?;
+/// assert!(store.exists(&StoragePath::new("savepoint-7-ab12/_metadata")?)?);
+/// # Ok::<(), cairn::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct SubStore {
+    inner: Arc<dyn SnapshotStore>,
+    dir: StoragePath,
+}
+
+impl SubStore {
+    /// The directory `dir` of `inner`.
+    pub fn new(inner: Arc<dyn SnapshotStore>, dir: StoragePath) -> Self {
+        SubStore { inner, dir }
+    }
+
+    /// The directory, in the outer store.
+    pub fn dir(&self) -> &StoragePath {
+        &self.dir
+    }
+
+    fn outer(&self, path: &StoragePath) -> Result<StoragePath> {
+        self.dir.join(path.as_str())
+    }
+}
+
+impl SnapshotStore for SubStore {
+    fn location(&self) -> String {
+        format!("{}/{}", self.inner.location(), self.dir)
+    }
+
+    fn create(&self, path: &StoragePath) -> Result<Box<dyn SnapshotWrite>> {
+        self.inner.create(&self.outer(path)?)
+    }
+
+    fn open(&self, path: &StoragePath) -> Result<Box<dyn Read + Send>> {
+        self.inner.open(&self.outer(path)?)
+    }
+
+    fn read_range(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn Read + Send>> {
+        self.inner.read_range(&self.outer(path)?, offset, len)
+    }
+
+    fn size(&self, path: &StoragePath) -> Result<Option<u64>> {
+        self.inner.size(&self.outer(path)?)
+    }
+
+    fn list(&self, dir: Option<&StoragePath>) -> Result<Vec<StoragePath>> {
+        let outer = match dir {
+            Some(dir) => self.outer(dir)?,
+            None => self.dir.clone(),
+        };
+        let prefix = format!("{}/", self.dir);
+        self.inner
+            .list(Some(&outer))?
+            .into_iter()
+            .filter_map(|p| p.as_str().strip_prefix(&prefix).map(StoragePath::new))
+            .collect()
+    }
+
+    fn delete(&self, path: &StoragePath) -> Result<()> {
+        self.inner.delete(&self.outer(path)?)
+    }
+
+    fn delete_dir(&self, dir: &StoragePath) -> Result<()> {
+        self.inner.delete_dir(&self.outer(dir)?)
+    }
+}

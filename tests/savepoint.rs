@@ -1,0 +1,214 @@
+//! Savepoints: canonical and native, restored into either backend at any parallelism,
+//! relocatable, independent of the checkpoints beside them.
+
+mod common;
+
+use std::sync::Arc;
+
+use cairn::{
+    Bincode, CheckpointStorage, Error, LocalStore, MaxParallelism, Retention, SavepointFormat,
+    SnapshotStore, StateDescriptor, SubStore, Utf8,
+};
+use common::job::*;
+use common::Kind;
+
+const KINDS: [Kind; 2] = [Kind::Heap, Kind::RocksDb];
+
+fn root() -> (tempfile::TempDir, Arc<dyn SnapshotStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(dir.path()).unwrap());
+    (dir, store)
+}
+
+/// The store of one savepoint directory: what a restore reads from.
+fn savepoint_store(
+    root: &Arc<dyn SnapshotStore>,
+    dir: &cairn::StoragePath,
+) -> Arc<dyn SnapshotStore> {
+    Arc::new(SubStore::new(root.clone(), dir.clone()))
+}
+
+#[test]
+fn savepoints_restore_at_any_parallelism_into_either_backend() {
+    let max = MaxParallelism::new(64).unwrap();
+    for from in KINDS {
+        for format in [SavepointFormat::Canonical, SavepointFormat::Native] {
+            let (_dir, root) = root();
+            let job = Job::new(from, max, 2);
+            let (mut model, mut rng) = (Model::default(), Rng(31));
+            job.write(&mut model, &mut rng, 400, 2_000);
+            let (dir, snapshot) = job.savepoint(&root, 1, format).unwrap();
+            // Stop with savepoint: the backends close after it.
+            for subtask in &job.subtasks {
+                subtask.close().unwrap();
+            }
+            assert!(dir.as_str().starts_with("savepoint-1-"), "{dir}");
+            assert_eq!(snapshot.kind, cairn::SnapshotKind::Savepoint);
+            // Every path is inside the savepoint directory.
+            let store = savepoint_store(&root, &dir);
+            assert_eq!(cairn::read_savepoint(store.as_ref()).unwrap(), *snapshot);
+            for file in snapshot.files() {
+                assert!(store.exists(&file.path).unwrap(), "{}", file.path);
+                assert!(!file.is_shared());
+            }
+            // A native savepoint of RocksDB is RocksDB's files; anything else is canonical.
+            let native_rocksdb = format == SavepointFormat::Native && from == Kind::RocksDb;
+            let targets: &[Kind] = if native_rocksdb {
+                &[Kind::RocksDb]
+            } else {
+                &KINDS
+            };
+            for &to in targets {
+                for parallelism in [1, 2, 3, 7] {
+                    eprintln!("{from:?} {format:?} savepoint -> {to:?} at {parallelism}");
+                    Job::restore(to, &store, &snapshot, max, parallelism)
+                        .unwrap()
+                        .check(&model);
+                }
+            }
+            if native_rocksdb {
+                let err = Job::restore(Kind::Heap, &store, &snapshot, max, 2)
+                    .err()
+                    .unwrap();
+                assert!(matches!(err, Error::Restore { .. }), "{err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn canonical_savepoints_carry_state_between_backends_and_back() {
+    let max = MaxParallelism::new(32).unwrap();
+    let (_dir, root) = root();
+    let rocks = Job::new(Kind::RocksDb, max, 2);
+    let (mut model, mut rng) = (Model::default(), Rng(37));
+    rocks.write(&mut model, &mut rng, 300, 1_500);
+    let (dir, first) = rocks
+        .savepoint(&root, 1, SavepointFormat::Canonical)
+        .unwrap();
+    let heap = Job::restore(Kind::Heap, &savepoint_store(&root, &dir), &first, max, 3).unwrap();
+    heap.check(&model);
+    heap.write(&mut model, &mut rng, 300, 500);
+    let (dir, second) = heap
+        .savepoint(&root, 2, SavepointFormat::Canonical)
+        .unwrap();
+    let back = Job::restore(
+        Kind::RocksDb,
+        &savepoint_store(&root, &dir),
+        &second,
+        max,
+        2,
+    )
+    .unwrap();
+    back.check(&model);
+}
+
+#[test]
+fn a_moved_savepoint_still_restores() {
+    let max = MaxParallelism::new(16).unwrap();
+    for kind in KINDS {
+        for format in [SavepointFormat::Canonical, SavepointFormat::Native] {
+            let (dir, root) = root();
+            let job = Job::new(kind, max, 2);
+            let (mut model, mut rng) = (Model::default(), Rng(41));
+            job.write(&mut model, &mut rng, 200, 1_000);
+            let (savepoint, _) = job.savepoint(&root, 1, format).unwrap();
+            let elsewhere = tempfile::tempdir().unwrap();
+            let moved = elsewhere.path().join("kept-for-the-upgrade");
+            std::fs::rename(dir.path().join(savepoint.as_str()), &moved).unwrap();
+            let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(&moved).unwrap());
+            let snapshot = cairn::read_savepoint(store.as_ref()).unwrap();
+            Job::restore(kind, &store, &snapshot, max, 3)
+                .unwrap()
+                .check(&model);
+        }
+    }
+}
+
+#[test]
+fn a_savepoint_outlives_the_checkpoints_beside_it_and_leaves_their_chain_alone() {
+    let max = MaxParallelism::new(16).unwrap();
+    for format in [SavepointFormat::Native, SavepointFormat::Canonical] {
+        let (_dir, root) = root();
+        let storage = CheckpointStorage::open(root.clone(), Retention::default()).unwrap();
+        let job = Job::new(Kind::RocksDb, max, 2);
+        let (mut model, mut rng) = (Model::default(), Rng(43));
+        job.write(&mut model, &mut rng, 2_000, 8_000);
+        job.checkpoint(&storage, 1).unwrap();
+
+        let pending = storage.begin_savepoint(format).unwrap();
+        assert_eq!(pending.id(), 2);
+        let (dir, savepoint) = job.savepoint_into(pending).unwrap();
+        let at_savepoint = model.clone();
+
+        // The next checkpoint is still incremental against checkpoint 1.
+        job.write(&mut model, &mut rng, 2_000, 20);
+        let third = job.checkpoint(&storage, 3).unwrap();
+        let shared_bytes = |creator: u64| -> u64 {
+            third
+                .files()
+                .filter(|f| cairn::shared_file_creator(&f.path) == Some(creator))
+                .map(|f| f.size)
+                .sum()
+        };
+        let (reused, uploaded) = (shared_bytes(1), shared_bytes(3));
+        assert!(
+            reused > 0 && uploaded * 5 < reused,
+            "{format:?}: checkpoint 3 referenced {reused} bytes of checkpoint 1's SST files \
+             and uploaded {uploaded}"
+        );
+
+        // Checkpoints come and go, garbage is collected; the savepoint stays.
+        for id in 4..=6 {
+            job.write(&mut model, &mut rng, 2_000, 2_000);
+            job.checkpoint(&storage, id).unwrap();
+        }
+        assert_eq!(storage.completed(), vec![6]);
+        storage.collect_garbage().unwrap();
+        let store = savepoint_store(&root, &dir);
+        Job::restore(Kind::RocksDb, &store, &savepoint, max, 3)
+            .unwrap()
+            .check(&at_savepoint);
+        assert_eq!(cairn::list_savepoints(root.as_ref()).unwrap(), vec![dir]);
+        // Cancelling the job deletes its checkpoints, never a savepoint.
+        storage.cancel().unwrap();
+        Job::restore(Kind::RocksDb, &store, &savepoint, max, 1)
+            .unwrap()
+            .check(&at_savepoint);
+    }
+}
+
+#[test]
+fn a_codec_version_change_is_refused_naming_the_state_and_both_versions() {
+    let max = MaxParallelism::new(16).unwrap();
+    for kind in KINDS {
+        let (_dir, root) = root();
+        let job = Job::new(kind, max, 1);
+        let v1 = StateDescriptor::<String, u64>::new("totals", Utf8, Bincode::new());
+        job.subtasks[0]
+            .value_state(&v1)
+            .unwrap()
+            .update(&"k".to_string(), &7)
+            .unwrap();
+        let (dir, snapshot) = job.savepoint(&root, 1, SavepointFormat::Canonical).unwrap();
+        for to in KINDS {
+            let restored =
+                Job::restore(to, &savepoint_store(&root, &dir), &snapshot, max, 1).unwrap();
+            let v2 = StateDescriptor::<String, u64>::new("totals", Utf8, Bincode::with_version(2));
+            let err = restored.subtasks[0].value_state(&v2).err().unwrap();
+            let message = err.to_string();
+            assert!(matches!(err, Error::StateMismatch { .. }), "{message}");
+            assert!(message.contains("'totals'"), "{message}");
+            assert!(
+                message.contains("v1") && message.contains("v2"),
+                "{message}"
+            );
+            // Registered as before, it reads.
+            let value = restored.subtasks[0]
+                .value_state(&v1)
+                .unwrap()
+                .get(&"k".to_string());
+            assert_eq!(value.unwrap(), Some(7));
+        }
+    }
+}
