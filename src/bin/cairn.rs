@@ -545,9 +545,9 @@ fn print_snapshot(r: &SnapshotReport) {
                         f.size.to_string(),
                         f.crc32.clone(),
                         if f.new {
-                            "new".into()
+                            "this snapshot".into()
                         } else {
-                            format!("reused (chk {})", opt(f.created_by))
+                            format!("reused from chk-{}", opt(f.created_by))
                         },
                     ]
                 })
@@ -555,7 +555,11 @@ fn print_snapshot(r: &SnapshotReport) {
             .collect();
         print!(
             "{}",
-            table("  ", &["SUBTASK", "FILE", "BYTES", "CRC32", ""], &files)
+            table(
+                "  ",
+                &["SUBTASK", "FILE", "BYTES", "CRC32", "WRITTEN BY"],
+                &files
+            )
         );
     }
     if !r.entries_counted {
@@ -805,11 +809,8 @@ fn print_diff(r: &DiffReport) {
 fn print_gc(r: &GcReport) {
     let verb = if r.dry_run { "would delete" } else { "deleted" };
     println!(
-        "storage root {}: {} completed checkpoint{} {:?} keep their files",
-        r.root,
-        r.checkpoints.len(),
-        if r.checkpoints.len() == 1 { "" } else { "s" },
-        r.checkpoints
+        "storage root {}: completed checkpoints {:?} and savepoints keep their files",
+        r.root, r.checkpoints
     );
     if r.deleted.is_empty() {
         println!("no orphans: nothing to delete");

@@ -20,6 +20,9 @@ use crate::snapshot::{KeyedStateHandle, SnapshotFile, SnapshotFormat};
 use crate::storage::{random_u128, SnapshotStore};
 use crate::RocksDbBackend;
 
+/// What a read calls for each entry: (composite key, stored value); it may stop the read.
+pub(crate) type EntryVisit<'v> = dyn FnMut(&[u8], &[u8]) -> Result<Visit> + 'v;
+
 /// The name of a canonical stream's one file in its handle.
 pub(crate) const STREAM_NAME: &str = "keyed-state";
 
@@ -119,7 +122,7 @@ impl<'a> HandleReader<'a> {
         name: &str,
         range: KeyGroupRange,
         key: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Visit>,
+        visit: &mut EntryVisit<'_>,
     ) -> Result<bool> {
         match self {
             HandleReader::Canonical(reader) => read_canonical(reader, name, range, key, visit),
@@ -133,7 +136,7 @@ fn read_canonical(
     name: &str,
     range: KeyGroupRange,
     key: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Visit>,
+    visit: &mut EntryVisit<'_>,
 ) -> Result<bool> {
     let Some(index) = reader.states().iter().position(|s| s.name == name) else {
         return Ok(true);
@@ -172,7 +175,7 @@ fn read_rocksdb(
     name: &str,
     range: KeyGroupRange,
     key: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Visit>,
+    visit: &mut EntryVisit<'_>,
 ) -> Result<bool> {
     let Some(meta) = backend.states()?.into_iter().find(|s| s.name == name) else {
         return Ok(true);
