@@ -465,6 +465,10 @@ fn print_snapshot(r: &SnapshotReport) {
             size(op.new_bytes),
             size(op.reused_bytes)
         );
+        if op.subtasks.is_empty() {
+            println!("  no keyed state");
+            continue;
+        }
         let states: Vec<Vec<String>> = op
             .states
             .iter()
@@ -570,28 +574,6 @@ fn print_snapshot(r: &SnapshotReport) {
 
 fn print_root(r: &RootReport) {
     println!("storage root {}", r.path);
-    let rows = |entries: &[tools::RootEntry]| -> Vec<Vec<String>> {
-        entries
-            .iter()
-            .map(|e| match &e.error {
-                None => vec![
-                    e.dir.clone(),
-                    opt(e.id),
-                    e.kind.clone().unwrap_or_default(),
-                    e.taken_at.clone().unwrap_or_default(),
-                    e.operators.join(","),
-                    size(e.total_bytes),
-                    size(e.new_bytes),
-                ],
-                Some(error) => vec![
-                    e.dir.clone(),
-                    "-".into(),
-                    "unreadable".into(),
-                    error.clone(),
-                ],
-            })
-            .collect()
-    };
     let headers = [
         "DIRECTORY",
         "ID",
@@ -601,17 +583,33 @@ fn print_root(r: &RootReport) {
         "TOTAL",
         "NEW",
     ];
-    println!();
-    if r.checkpoints.is_empty() {
-        println!("no completed checkpoint");
-    } else {
-        print!("{}", table("", &headers, &rows(&r.checkpoints)));
-    }
-    println!();
-    if r.savepoints.is_empty() {
-        println!("no savepoint");
-    } else {
-        print!("{}", table("", &headers, &rows(&r.savepoints)));
+    for (what, entries) in [("checkpoint", &r.checkpoints), ("savepoint", &r.savepoints)] {
+        println!();
+        let readable: Vec<Vec<String>> = entries
+            .iter()
+            .filter(|e| e.error.is_none())
+            .map(|e| {
+                vec![
+                    e.dir.clone(),
+                    opt(e.id),
+                    e.kind.clone().unwrap_or_default(),
+                    e.taken_at.clone().unwrap_or_default(),
+                    e.operators.join(","),
+                    size(e.total_bytes),
+                    size(e.new_bytes),
+                ]
+            })
+            .collect();
+        if entries.is_empty() {
+            println!("no {what}");
+        } else if !readable.is_empty() {
+            print!("{}", table("", &headers, &readable));
+        }
+        for e in entries {
+            if let Some(error) = &e.error {
+                println!("{}: unreadable: {error}", e.dir);
+            }
+        }
     }
     println!();
     println!(
