@@ -352,7 +352,12 @@ fn verify_passes_a_whole_snapshot() {
         let (_dir, root) = two_checkpoints(kind);
         let text = stdout(&run(&[&"verify", &root.join("chk-2")], 0));
         assert!(text.contains("OK"), "{text}");
-        let report = json(&run(&[&"verify", &root.join("chk-1"), &"--json"], 0));
+        let output = run(&[&"verify", &root.join("chk-1"), &"--json"], 0);
+        assert!(
+            stderr(&output).is_empty(),
+            "no progress bar when stderr is not a terminal"
+        );
+        let report = json(&output);
         assert_eq!(report["ok"], true);
         assert_eq!(report["problems"].as_array().unwrap().len(), 0);
         assert!(report["files_checked"].as_u64().unwrap() > 0);
