@@ -49,6 +49,7 @@ mod clock;
 mod codec;
 mod error;
 mod keygroup;
+mod operator_state;
 mod snapshot;
 mod state;
 mod storage;
@@ -63,6 +64,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{BigEndian, Bincode, Bytes, Codec, CodecError, CodecInfo, Utf8};
 pub use error::{Error, ErrorKind, Result};
 pub use keygroup::{murmur3_x86_32, KeyGroup, KeyGroupRange, MaxParallelism};
+pub use operator_state::{
+    BroadcastState, OperatorListState, OperatorStateEntry, OperatorStateKind,
+    OperatorStateSnapshot, OperatorStateStore,
+};
 pub use snapshot::{
     shared_file_creator, CheckpointId, InstanceId, JobSnapshot, KeyedStateHandle, OperatorSnapshot,
     PendingSnapshot, SavepointFormat, SnapshotFile, SnapshotFormat, SnapshotKind, SnapshotRequest,

@@ -1,10 +1,13 @@
-//! The golden checkpoint: a small job checkpoint of format version 1, committed under
-//! `tests/golden/checkpoint-v1/`, that every later cairn must still read and restore.
+//! The golden snapshots of format version 1, committed under `tests/golden/`, that every
+//! later cairn must still read and restore: a checkpoint (`checkpoint-v1/`), a canonical
+//! savepoint (`canonical-savepoint-v1/`) and a native savepoint (`native-savepoint-v1/`).
 //!
-//! It holds two operators: `counts-rocksdb` (RocksDB, parallelism 2) and `counts-heap` (heap,
-//! parallelism 1), both of max parallelism 8, each with a value, a list and a map state
-//! filled by [`expected`]. Regenerate it only when adding a new version's golden files, never
-//! to make this test pass: `CAIRN_WRITE_GOLDEN=1 cargo test --test golden_checkpoint`.
+//! Each holds the operators `counts-rocksdb` (RocksDB, parallelism 2) and `counts-heap`
+//! (heap, parallelism 1), both of max parallelism 8, each with a value, a list and a map
+//! state filled by [`expected`], and `source` (parallelism 2, operator state only: offsets,
+//! a union list and a broadcast map). Regenerate them only when adding a new version's golden
+//! files, never to make this test pass:
+//! `CAIRN_WRITE_GOLDEN=1 cargo test --test golden`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,15 +15,18 @@ use std::sync::Arc;
 
 use cairn::{
     BigEndian, CheckpointStorage, HeapBackend, JobSnapshot, KeyedStateStore, LocalStore,
-    ManualClock, MapStateDescriptor, MaxParallelism, Retention, RocksDbBackend, SnapshotStore,
-    StateDescriptor, StoragePath, Utf8,
+    ManualClock, MapStateDescriptor, MaxParallelism, OperatorStateStore, PendingCheckpoint,
+    Retention, RocksDbBackend, SavepointFormat, SnapshotStore, StateDescriptor, StoragePath, Utf8,
 };
 
 const ROCKSDB_OPERATOR: &str = "counts-rocksdb";
 const HEAP_OPERATOR: &str = "counts-heap";
+const SOURCE: &str = "source";
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/checkpoint-v1")
+fn golden_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
 }
 
 fn max() -> MaxParallelism {
@@ -106,14 +112,30 @@ fn check(stores: &[KeyedStateStore], operator: &str) {
     assert_eq!(found, expected.len(), "{operator}: every key has one owner");
 }
 
-/// Writes the golden checkpoint (only with `CAIRN_WRITE_GOLDEN=1`).
-fn write_golden() {
-    let root = golden_dir();
-    let _ = std::fs::remove_dir_all(&root);
-    let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(&root).unwrap());
-    let storage = CheckpointStorage::open(store, Retention::default())
+/// The source's operator state in subtask `i` of 2.
+fn source_state(i: u64) -> OperatorStateStore {
+    let store = OperatorStateStore::new();
+    store
+        .list_state::<u64>("offsets", BigEndian)
         .unwrap()
-        .with_clock(Arc::new(ManualClock::new(1_763_700_000_000)));
+        .update(&[10 + i, 20 + i])
+        .unwrap();
+    store
+        .union_list_state::<u64>("partitions", BigEndian)
+        .unwrap()
+        .update(&[i])
+        .unwrap();
+    store
+        .broadcast_state::<String, u64>("config", Utf8, BigEndian)
+        .unwrap()
+        .put(&"batch".to_string(), &64)
+        .unwrap();
+    store
+}
+
+/// Writes the golden snapshots (only with `CAIRN_WRITE_GOLDEN=1`).
+fn write_golden() {
+    let clock = ManualClock::new(1_763_700_000_000);
     let work = tempfile::tempdir().unwrap();
     let rocks: Vec<KeyedStateStore> = (0..2)
         .map(|i| {
@@ -126,48 +148,62 @@ fn write_golden() {
     for store in rocks.iter().chain([&heap]) {
         fill(store);
     }
-    let mut pending = storage.begin(1).unwrap();
-    for (i, store) in rocks.iter().enumerate() {
-        let handle = store
+    let sources = [source_state(0), source_state(1)];
+    let take = |mut pending: PendingCheckpoint| -> PendingCheckpoint {
+        for (i, store) in rocks.iter().enumerate() {
+            let handle = store
+                .backend()
+                .snapshot(pending.request())
+                .unwrap()
+                .run()
+                .unwrap();
+            pending
+                .acknowledge(ROCKSDB_OPERATOR, 2, max(), i as u32, handle)
+                .unwrap();
+        }
+        let handle = heap
             .backend()
             .snapshot(pending.request())
             .unwrap()
             .run()
             .unwrap();
         pending
-            .acknowledge(ROCKSDB_OPERATOR, 2, max(), i as u32, handle)
+            .acknowledge(HEAP_OPERATOR, 1, max(), 0, handle)
             .unwrap();
-    }
-    let handle = heap
-        .backend()
-        .snapshot(pending.request())
+        for (i, source) in sources.iter().enumerate() {
+            pending
+                .acknowledge_operator_state(SOURCE, 2, max(), i as u32, source.snapshot())
+                .unwrap();
+        }
+        pending
+    };
+
+    let root = golden_dir("checkpoint-v1");
+    let _ = std::fs::remove_dir_all(&root);
+    let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(&root).unwrap());
+    let storage = CheckpointStorage::open(store, Retention::default())
         .unwrap()
-        .run()
-        .unwrap();
-    pending
-        .acknowledge(HEAP_OPERATOR, 1, max(), 0, handle)
-        .unwrap();
-    storage.commit(pending).unwrap();
+        .with_clock(Arc::new(clock.clone()));
+    storage.commit(take(storage.begin(1).unwrap())).unwrap();
+
+    for (name, format) in [
+        ("canonical-savepoint-v1", SavepointFormat::Canonical),
+        ("native-savepoint-v1", SavepointFormat::Native),
+    ] {
+        // Written in a scratch root, then moved: a savepoint is its own directory.
+        let scratch = tempfile::tempdir().unwrap();
+        let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(scratch.path()).unwrap());
+        let pending = cairn::begin_savepoint(store, 2, format, &clock).unwrap();
+        let dir = pending.savepoint_dir().unwrap().clone();
+        take(pending).commit_savepoint().unwrap();
+        let target = golden_dir(name);
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::rename(scratch.path().join(dir.as_str()), &target).unwrap();
+    }
 }
 
-#[test]
-fn the_version_1_checkpoint_still_restores() {
-    if std::env::var_os("CAIRN_WRITE_GOLDEN").is_some() {
-        write_golden();
-    }
-    let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(golden_dir()).unwrap());
-    let job = cairn::latest_checkpoint(store.as_ref())
-        .unwrap()
-        .expect("golden checkpoint");
-    assert_eq!(job.checkpoint_id, 1);
-    assert_eq!(job.taken_at_millis, 1_763_700_000_000);
-
-    // The bytes decode and encode back to themselves: the encoding is pinned.
-    let path = StoragePath::new("chk-1/_metadata").unwrap();
-    let bytes = store.get(&path, 1 << 20).unwrap();
-    assert_eq!(&bytes[..8], b"CAIRN-MD");
-    assert_eq!(JobSnapshot::decode(&bytes, &path).unwrap().encode(), bytes);
-
+/// Restores every operator of `job` from `store` at parallelism 1, 2 and 3 and checks it.
+fn restore_everything(job: &JobSnapshot, store: &Arc<dyn SnapshotStore>) {
     let restore_dirs = tempfile::tempdir().unwrap();
     for parallelism in [1, 2, 3] {
         let rocks: Vec<KeyedStateStore> = job
@@ -203,5 +239,68 @@ fn the_version_1_checkpoint_still_restores() {
             })
             .collect();
         check(&heap, HEAP_OPERATOR);
+        let offsets: Vec<Vec<u64>> = job
+            .restore_plan(SOURCE, parallelism, max())
+            .unwrap()
+            .into_iter()
+            .map(|plan| {
+                let store = OperatorStateStore::restore(plan.operator_state);
+                let config = store
+                    .broadcast_state::<String, u64>("config", Utf8, BigEndian)
+                    .unwrap();
+                assert_eq!(config.get(&"batch".to_string()).unwrap(), Some(64));
+                let union = store
+                    .union_list_state::<u64>("partitions", BigEndian)
+                    .unwrap();
+                assert_eq!(union.get().unwrap(), vec![0, 1]);
+                store
+                    .list_state::<u64>("offsets", BigEndian)
+                    .unwrap()
+                    .get()
+                    .unwrap()
+            })
+            .collect();
+        let expected: Vec<Vec<u64>> = match parallelism {
+            1 => vec![vec![10, 20, 11, 21]],
+            2 => vec![vec![10, 11], vec![20, 21]],
+            _ => vec![vec![10, 21], vec![20], vec![11]],
+        };
+        assert_eq!(offsets, expected, "offsets at parallelism {parallelism}");
+    }
+}
+
+/// The bytes decode and encode back to themselves: the encoding is pinned.
+fn check_pinned(store: &dyn SnapshotStore, path: &str) {
+    let path = StoragePath::new(path).unwrap();
+    let bytes = store.get(&path, 1 << 20).unwrap();
+    assert_eq!(&bytes[..8], b"CAIRN-MD");
+    assert_eq!(JobSnapshot::decode(&bytes, &path).unwrap().encode(), bytes);
+}
+
+#[test]
+fn the_version_1_snapshots_still_restore() {
+    if std::env::var_os("CAIRN_WRITE_GOLDEN").is_some() {
+        write_golden();
+    }
+    let store: Arc<dyn SnapshotStore> =
+        Arc::new(LocalStore::new(golden_dir("checkpoint-v1")).unwrap());
+    let job = cairn::latest_checkpoint(store.as_ref())
+        .unwrap()
+        .expect("golden checkpoint");
+    assert_eq!(job.checkpoint_id, 1);
+    assert_eq!(job.taken_at_millis, 1_763_700_000_000);
+    check_pinned(store.as_ref(), "chk-1/_metadata");
+    restore_everything(&job, &store);
+
+    for name in ["canonical-savepoint-v1", "native-savepoint-v1"] {
+        let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(golden_dir(name)).unwrap());
+        let job = cairn::read_savepoint(store.as_ref()).unwrap();
+        assert_eq!(
+            (job.checkpoint_id, job.kind),
+            (2, cairn::SnapshotKind::Savepoint),
+            "{name}"
+        );
+        check_pinned(store.as_ref(), "_metadata");
+        restore_everything(&job, &store);
     }
 }

@@ -212,3 +212,141 @@ fn a_codec_version_change_is_refused_naming_the_state_and_both_versions() {
         }
     }
 }
+
+/// Offsets of a source with `parallelism` subtasks: what every subtask's operator state
+/// reads after a restore.
+fn read_source(
+    stores: &[cairn::OperatorStateStore],
+) -> Vec<(Vec<u64>, Vec<u64>, Vec<(String, u64)>)> {
+    stores
+        .iter()
+        .map(|s| {
+            let offsets = s
+                .list_state::<u64>("offsets", cairn::BigEndian)
+                .unwrap()
+                .get()
+                .unwrap();
+            let all = s
+                .union_list_state::<u64>("partitions", cairn::BigEndian)
+                .unwrap()
+                .get()
+                .unwrap();
+            let config = s
+                .broadcast_state::<String, u64>("config", Utf8, cairn::BigEndian)
+                .unwrap()
+                .entries()
+                .unwrap();
+            (offsets, all, config)
+        })
+        .collect()
+}
+
+/// Takes a snapshot of a source's operator state (no keyed state) and restores it at
+/// `parallelism`.
+fn snapshot_and_restore(
+    storage: &CheckpointStorage,
+    stores: &[cairn::OperatorStateStore],
+    max: MaxParallelism,
+    kind: Option<SavepointFormat>,
+    id: u64,
+    parallelism: u32,
+) -> Vec<cairn::OperatorStateStore> {
+    let mut pending = match kind {
+        None => storage.begin(id).unwrap(),
+        Some(format) => storage.begin_savepoint(format).unwrap(),
+    };
+    let p = stores.len() as u32;
+    for (i, s) in stores.iter().enumerate() {
+        pending
+            .acknowledge_operator_state("source", p, max, i as u32, s.snapshot())
+            .unwrap();
+    }
+    let job = storage.commit(pending).unwrap();
+    // Read back from storage: what is restored is what was persisted.
+    let job = match kind {
+        None => cairn::read_checkpoint(storage.store().as_ref(), job.checkpoint_id).unwrap(),
+        Some(_) => {
+            let dir = cairn::list_savepoints(storage.store().as_ref())
+                .unwrap()
+                .pop()
+                .unwrap();
+            cairn::read_savepoint(&SubStore::new(storage.store().clone(), dir)).unwrap()
+        }
+    };
+    assert!(
+        job.operator("source").unwrap().subtasks.is_empty(),
+        "no keyed state"
+    );
+    job.restore_plan("source", parallelism, max)
+        .unwrap()
+        .into_iter()
+        .map(|plan| {
+            assert!(plan.handles.is_empty());
+            cairn::OperatorStateStore::restore(plan.operator_state)
+        })
+        .collect()
+}
+
+#[test]
+fn operator_state_is_split_unioned_and_broadcast_on_rescale() {
+    let max = MaxParallelism::new(16).unwrap();
+    for kind in [
+        None,
+        Some(SavepointFormat::Canonical),
+        Some(SavepointFormat::Native),
+    ] {
+        let (_dir, root) = root();
+        let storage = CheckpointStorage::open(root.clone(), Retention::default()).unwrap();
+        // Three source subtasks reading partitions 0..6, two each.
+        let three: Vec<cairn::OperatorStateStore> = (0..3u64)
+            .map(|i| {
+                let s = cairn::OperatorStateStore::new();
+                s.list_state::<u64>("offsets", cairn::BigEndian)
+                    .unwrap()
+                    .update(&[100 + 2 * i, 101 + 2 * i])
+                    .unwrap();
+                s.union_list_state::<u64>("partitions", cairn::BigEndian)
+                    .unwrap()
+                    .update(&[i])
+                    .unwrap();
+                let mut config = s
+                    .broadcast_state::<String, u64>("config", Utf8, cairn::BigEndian)
+                    .unwrap();
+                config.put(&"batch".to_string(), &64).unwrap();
+                config.put(&"linger".to_string(), &5).unwrap();
+                s
+            })
+            .collect();
+        let config = vec![("batch".to_string(), 64), ("linger".to_string(), 5)];
+
+        let two = snapshot_and_restore(&storage, &three, max, kind, 1, 2);
+        // Offsets 100..106 dealt round-robin; every subtask has the whole union and config.
+        assert_eq!(
+            read_source(&two),
+            vec![
+                (vec![100, 102, 104], vec![0, 1, 2], config.clone()),
+                (vec![101, 103, 105], vec![0, 1, 2], config.clone()),
+            ],
+            "{kind:?}: 3 -> 2"
+        );
+        // Each subtask keeps only its own partitions of the union before the next snapshot.
+        for (i, s) in two.iter().enumerate() {
+            let mut union = s
+                .union_list_state::<u64>("partitions", cairn::BigEndian)
+                .unwrap();
+            union.update(&[i as u64]).unwrap();
+        }
+        let five = snapshot_and_restore(&storage, &two, max, kind, 2, 5);
+        assert_eq!(
+            read_source(&five),
+            vec![
+                (vec![100, 105], vec![0, 1], config.clone()),
+                (vec![102], vec![0, 1], config.clone()),
+                (vec![104], vec![0, 1], config.clone()),
+                (vec![101], vec![0, 1], config.clone()),
+                (vec![103], vec![0, 1], config.clone()),
+            ],
+            "{kind:?}: 2 -> 5"
+        );
+    }
+}

@@ -6,7 +6,9 @@
 //!   [checkpoint id: u64][kind: u8 (0 checkpoint, 1 savepoint)][taken at ms: u64]
 //!   [operator count: varint] operators
 //! operator:
-//!   [id: framed UTF-8][parallelism: u32][max parallelism: u32][subtask count: varint] handles
+//!   [id: framed UTF-8][parallelism: u32][max parallelism: u32]
+//!   [keyed handle count: varint (parallelism, or 0)] handles
+//!   [operator state count: varint (parallelism, or 0)] operator states (operator_state.rs)
 //! handle:
 //!   [format: u8 (1 RocksDB incremental, 2 canonical)][first key group: u16][last key group: u16]
 //!   [instance: 16 bytes][checkpoint id: u64]
@@ -23,6 +25,7 @@ use crate::backend::key::{write_framed, write_varint};
 use crate::backend::meta::Reader;
 use crate::backend::StateMeta;
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::operator_state::OperatorStateSnapshot;
 use crate::snapshot::{
     InstanceId, JobSnapshot, KeyedStateHandle, OperatorSnapshot, SnapshotFile, SnapshotFormat,
     SnapshotKind,
@@ -56,6 +59,10 @@ pub(crate) fn encode(job: &JobSnapshot) -> Vec<u8> {
         write_count(&mut payload, operator.subtasks.len());
         for handle in &operator.subtasks {
             encode_handle(&mut payload, handle);
+        }
+        write_count(&mut payload, operator.operator_state.len());
+        for state in &operator.operator_state {
+            state.encode(&mut payload);
         }
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 4);
@@ -172,14 +179,14 @@ fn decode_operator(r: &mut Reader<'_>) -> Result<OperatorSnapshot, String> {
             "operator '{operator_id}': parallelism {parallelism} is not in 1..={max}"
         ));
     }
-    let count = r.varint("subtask count")?;
-    if count != parallelism {
+    let count = r.varint("keyed handle count")?;
+    if count != parallelism && count != 0 {
         return Err(format!(
-            "operator '{operator_id}': {count} subtasks for parallelism {parallelism}"
+            "operator '{operator_id}': {count} keyed state handles for parallelism {parallelism}"
         ));
     }
     let mut subtasks = Vec::new();
-    for index in 0..parallelism {
+    for index in 0..count {
         let handle = decode_handle(r)
             .map_err(|e| format!("operator '{operator_id}', subtask {index}: {e}"))?;
         let expected = max_parallelism
@@ -193,11 +200,25 @@ fn decode_operator(r: &mut Reader<'_>) -> Result<OperatorSnapshot, String> {
         }
         subtasks.push(handle);
     }
+    let count = r.varint("operator state count")?;
+    if count != parallelism && count != 0 {
+        return Err(format!(
+            "operator '{operator_id}': {count} operator states for parallelism {parallelism}"
+        ));
+    }
+    let mut operator_state = Vec::new();
+    for index in 0..count {
+        operator_state.push(
+            OperatorStateSnapshot::decode(r)
+                .map_err(|e| format!("operator '{operator_id}', subtask {index}: {e}"))?,
+        );
+    }
     Ok(OperatorSnapshot {
         operator_id,
         parallelism,
         max_parallelism,
         subtasks,
+        operator_state,
     })
 }
 
@@ -290,6 +311,7 @@ pub(crate) mod tests {
                 parallelism: 2,
                 max_parallelism: max,
                 subtasks: vec![handle(0), handle(1)],
+                operator_state: Vec::new(),
             }],
         }
     }

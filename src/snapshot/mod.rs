@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use crate::backend::StateMeta;
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::operator_state::OperatorStateSnapshot;
 use crate::storage::{SnapshotStore, StoragePath};
 
 pub use metadata::METADATA_VERSION;
@@ -328,8 +329,12 @@ pub struct OperatorSnapshot {
     pub parallelism: u32,
     /// Its number of key groups.
     pub max_parallelism: MaxParallelism,
-    /// One handle per subtask, in subtask order.
+    /// The keyed state: one handle per subtask, in subtask order, or none for an operator
+    /// without keyed state (a source).
     pub subtasks: Vec<KeyedStateHandle>,
+    /// The operator state: one per subtask, in subtask order, or none for an operator
+    /// without operator state.
+    pub operator_state: Vec<OperatorStateSnapshot>,
 }
 
 /// Whether a job snapshot is a checkpoint or a savepoint.

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
+use crate::operator_state::OperatorStateSnapshot;
 use crate::snapshot::{JobSnapshot, KeyedStateHandle};
 
 /// What one subtask of a (possibly new) parallelism restores: its key groups and the
@@ -15,6 +16,8 @@ pub struct SubtaskRestore {
     /// The handles to restore from; the first overlaps most and is the base of a RocksDB
     /// restore.
     pub handles: Vec<KeyedStateHandle>,
+    /// The subtask's share of the operator state (see [`crate::OperatorStateStore`]).
+    pub operator_state: OperatorStateSnapshot,
 }
 
 impl SubtaskRestore {
@@ -52,6 +55,10 @@ impl JobSnapshot {
                 what: what(),
                 detail: e.to_string(),
             })?;
+        let operator_state = match self.operator(operator_id) {
+            Some(op) => OperatorStateSnapshot::redistribute(&op.operator_state, parallelism),
+            None => vec![OperatorStateSnapshot::default(); parallelism as usize],
+        };
         let handles: &[KeyedStateHandle] = match self.operator(operator_id) {
             None => &[],
             Some(op) if op.max_parallelism != max_parallelism => {
@@ -69,8 +76,9 @@ impl JobSnapshot {
         };
         Ok(ranges
             .into_iter()
+            .zip(operator_state)
             .enumerate()
-            .map(|(subtask, key_groups)| {
+            .map(|(subtask, (key_groups, operator_state))| {
                 let mut overlapping: Vec<(u32, &KeyedStateHandle)> = handles
                     .iter()
                     .filter_map(|h| Some((h.key_groups.intersect(&key_groups)?.len(), h)))
@@ -81,6 +89,7 @@ impl JobSnapshot {
                     subtask: subtask as u32,
                     key_groups,
                     handles: overlapping.into_iter().map(|(_, h)| h.clone()).collect(),
+                    operator_state,
                 }
             })
             .collect())

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keygroup::MaxParallelism;
+use crate::operator_state::OperatorStateSnapshot;
 use crate::snapshot::metadata::MAX_METADATA_BYTES;
 use crate::snapshot::{
     shared_file_creator, CheckpointId, JobSnapshot, KeyedStateHandle, OperatorSnapshot,
@@ -123,6 +124,7 @@ struct PendingOperator {
     parallelism: u32,
     max_parallelism: MaxParallelism,
     subtasks: Vec<Option<KeyedStateHandle>>,
+    operator_state: Vec<Option<OperatorStateSnapshot>>,
 }
 
 impl PendingCheckpoint {
@@ -146,37 +148,33 @@ impl PendingCheckpoint {
     /// all its subtasks.
     fn into_job(self, kind: SnapshotKind) -> Result<JobSnapshot> {
         let id = self.id();
-        for (operator_id, op) in &self.operators {
-            let missing: Vec<usize> = op
-                .subtasks
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.is_none())
-                .map(|(i, _)| i)
-                .collect();
-            if !missing.is_empty() {
-                return Err(Error::Checkpoint {
-                    checkpoint_id: id,
-                    detail: format!(
-                        "operator '{operator_id}' has no snapshot from subtasks {missing:?}; it is discarded"
-                    ),
-                });
+        let mut operators = Vec::with_capacity(self.operators.len());
+        for (operator_id, op) in self.operators {
+            let incomplete = |what: &str, missing: Vec<usize>| {
+                Error::Checkpoint {
+                checkpoint_id: id,
+                detail: format!(
+                    "operator '{operator_id}' has no {what} from subtasks {missing:?}; it is discarded"
+                ),
             }
+            };
+            let subtasks =
+                all_or_none(op.subtasks).map_err(|m| incomplete("keyed state snapshot", m))?;
+            let operator_state =
+                all_or_none(op.operator_state).map_err(|m| incomplete("operator state", m))?;
+            operators.push(OperatorSnapshot {
+                operator_id,
+                parallelism: op.parallelism,
+                max_parallelism: op.max_parallelism,
+                subtasks,
+                operator_state,
+            });
         }
         Ok(JobSnapshot {
             checkpoint_id: id,
             kind,
             taken_at_millis: self.taken_at_millis,
-            operators: self
-                .operators
-                .into_iter()
-                .map(|(operator_id, op)| OperatorSnapshot {
-                    operator_id,
-                    parallelism: op.parallelism,
-                    max_parallelism: op.max_parallelism,
-                    subtasks: op.subtasks.into_iter().flatten().collect(),
-                })
-                .collect(),
+            operators,
         })
     }
 
@@ -218,6 +216,66 @@ impl PendingCheckpoint {
                 handle.key_groups
             )));
         }
+        let operator = self.operator(operator_id, parallelism, max_parallelism, subtask)?;
+        let slot = &mut operator.subtasks[subtask as usize];
+        if slot.is_some() {
+            return Err(fail("its keyed state was already acknowledged".into()));
+        }
+        *slot = Some(handle);
+        Ok(())
+    }
+
+    /// Adds the operator state of subtask `subtask` of operator `operator_id` (taken with
+    /// [`OperatorStateStore::snapshot`](crate::OperatorStateStore::snapshot) at the same
+    /// barrier as its keyed state). An operator with operator state must acknowledge it
+    /// for every subtask.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] as [`acknowledge`](Self::acknowledge).
+    pub fn acknowledge_operator_state(
+        &mut self,
+        operator_id: &str,
+        parallelism: u32,
+        max_parallelism: MaxParallelism,
+        subtask: u32,
+        state: OperatorStateSnapshot,
+    ) -> Result<()> {
+        let id = self.id();
+        let operator = self.operator(operator_id, parallelism, max_parallelism, subtask)?;
+        let slot = &mut operator.operator_state[subtask as usize];
+        if slot.is_some() {
+            return Err(Error::Checkpoint {
+                checkpoint_id: id,
+                detail: format!(
+                    "operator '{operator_id}', subtask {subtask}: its operator state was already acknowledged"
+                ),
+            });
+        }
+        *slot = Some(state);
+        Ok(())
+    }
+
+    /// The pending operator, created on its first acknowledgement.
+    fn operator(
+        &mut self,
+        operator_id: &str,
+        parallelism: u32,
+        max_parallelism: MaxParallelism,
+        subtask: u32,
+    ) -> Result<&mut PendingOperator> {
+        let id = self.id();
+        let fail = |detail: String| Error::Checkpoint {
+            checkpoint_id: id,
+            detail: format!("operator '{operator_id}', subtask {subtask}: {detail}"),
+        };
+        if operator_id.is_empty() {
+            return Err(fail("the operator id is empty".into()));
+        }
+        if subtask >= parallelism || parallelism > max_parallelism.get() {
+            return Err(fail(format!(
+                "no such subtask of parallelism {parallelism} and max parallelism {max_parallelism}"
+            )));
+        }
         let operator = self
             .operators
             .entry(operator_id.to_string())
@@ -225,6 +283,7 @@ impl PendingCheckpoint {
                 parallelism,
                 max_parallelism,
                 subtasks: vec![None; parallelism as usize],
+                operator_state: vec![None; parallelism as usize],
             });
         if operator.parallelism != parallelism || operator.max_parallelism != max_parallelism {
             return Err(fail(format!(
@@ -232,12 +291,26 @@ impl PendingCheckpoint {
                 operator.parallelism, operator.max_parallelism
             )));
         }
-        let slot = &mut operator.subtasks[subtask as usize];
-        if slot.is_some() {
-            return Err(fail("the subtask was already acknowledged".into()));
-        }
-        *slot = Some(handle);
-        Ok(())
+        Ok(operator)
+    }
+}
+
+/// The items of `slots` if every one is there, none if none is; the subtasks missing
+/// otherwise.
+fn all_or_none<T>(slots: Vec<Option<T>>) -> std::result::Result<Vec<T>, Vec<usize>> {
+    if slots.iter().all(Option::is_none) {
+        return Ok(Vec::new());
+    }
+    let missing: Vec<usize> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    if missing.is_empty() {
+        Ok(slots.into_iter().flatten().collect())
+    } else {
+        Err(missing)
     }
 }
 
