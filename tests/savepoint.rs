@@ -213,11 +213,11 @@ fn a_codec_version_change_is_refused_naming_the_state_and_both_versions() {
     }
 }
 
-/// Offsets of a source with `parallelism` subtasks: what every subtask's operator state
-/// reads after a restore.
-fn read_source(
-    stores: &[cairn::OperatorStateStore],
-) -> Vec<(Vec<u64>, Vec<u64>, Vec<(String, u64)>)> {
+/// What one source subtask's operator state reads: offsets, the union, the config.
+type SourceState = (Vec<u64>, Vec<u64>, Vec<(String, u64)>);
+
+/// What every subtask's operator state of a source reads after a restore.
+fn read_source(stores: &[cairn::OperatorStateStore]) -> Vec<SourceState> {
     stores
         .iter()
         .map(|s| {
