@@ -889,3 +889,386 @@ fn savepoints_of_both_formats_inspect_verify_dump_and_diff() {
         assert_eq!(tree(&savepoint), before);
     }
 }
+
+/// The source operator beside the keyed one: three subtasks' operator state.
+const SOURCE: &str = "source";
+
+/// A source subtask `i` of three: offsets `[100 + 2i, 101 + 2i]` (list), partitions `[i]`
+/// (union list), config `{batch: 64, linger: 5}` (broadcast).
+fn source_state(i: u64) -> cairn::OperatorStateSnapshot {
+    let s = cairn::OperatorStateStore::new();
+    s.list_state::<u64>("offsets", BigEndian)
+        .unwrap()
+        .update(&[100 + 2 * i, 101 + 2 * i])
+        .unwrap();
+    s.union_list_state::<u64>("partitions", BigEndian)
+        .unwrap()
+        .update(&[i])
+        .unwrap();
+    let mut config = s
+        .broadcast_state::<String, u64>("config", Utf8, BigEndian)
+        .unwrap();
+    config.put(&"batch".to_string(), &64).unwrap();
+    config.put(&"linger".to_string(), &5).unwrap();
+    s.snapshot()
+}
+
+/// What a restored source subtask reads: offsets, partitions, config.
+type SourceShare = (Vec<u64>, Vec<u64>, Vec<(String, u64)>);
+
+fn read_source(share: cairn::OperatorStateSnapshot) -> SourceShare {
+    let s = cairn::OperatorStateStore::restore(share);
+    let offsets = s.list_state::<u64>("offsets", BigEndian).unwrap().get();
+    let partitions = s.union_list_state::<u64>("partitions", BigEndian).unwrap();
+    let config = s.broadcast_state::<String, u64>("config", Utf8, BigEndian);
+    (
+        offsets.unwrap(),
+        partitions.get().unwrap(),
+        config.unwrap().entries().unwrap(),
+    )
+}
+
+/// `two_checkpoints`' job, whose checkpoint 2 also holds a source's operator state (three
+/// subtasks, no keyed state): checkpoint 2 of a RocksDB job reuses checkpoint 1's files.
+fn checkpoint_with_a_source(kind: Kind) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("checkpoints");
+    let job = Job::new(kind, &root, 2);
+    for i in 0..40 {
+        job.write_key(i);
+    }
+    job.checkpoint(1);
+    for i in 0..10 {
+        let key = format!("key-{i}");
+        job.at(&key)
+            .value_state(&count())
+            .unwrap()
+            .update(&key, &(i + 100))
+            .unwrap();
+    }
+    for i in 40..50 {
+        job.write_key(i);
+    }
+    job.at("key-39")
+        .map_state(&by_hour())
+        .unwrap()
+        .remove(&"key-39".to_string(), &3)
+        .unwrap();
+    let mut pending = job.storage.begin(2).unwrap();
+    for (i, s) in job.subtasks.iter().enumerate() {
+        let handle = s
+            .backend()
+            .snapshot(pending.request())
+            .unwrap()
+            .run()
+            .unwrap();
+        pending
+            .acknowledge(OPERATOR, PARALLELISM, job.max, i as u32, handle)
+            .unwrap();
+    }
+    for i in 0..3u32 {
+        pending
+            .acknowledge_operator_state(SOURCE, 3, job.max, i, source_state(u64::from(i)))
+            .unwrap();
+    }
+    job.storage.commit(pending).unwrap();
+    (dir, root)
+}
+
+/// What key `key-<i>` holds in checkpoint 2: count, seen, by-hour, recent.
+fn expected_in_checkpoint_2(i: u64) -> (u64, Vec<u32>, Vec<(u8, u64)>, u64) {
+    let count = if i < 10 { i + 100 } else { i };
+    let by_hour = if i == 39 {
+        vec![]
+    } else {
+        vec![((i % 4) as u8, i * 10)]
+    };
+    (count, vec![i as u32], by_hour, i)
+}
+
+/// Restores the keyed operator of the savepoint in `dir` at its own parallelism (heap for
+/// a canonical savepoint, RocksDB for a native one), and checks every key of checkpoint 2
+/// on the subtask that owns it, and no other key anywhere.
+fn check_converted_keyed_state(dir: &Path, parallelism: u32, canonical: bool) {
+    let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(dir).unwrap());
+    let snapshot = cairn::read_savepoint(store.as_ref()).unwrap();
+    let op = snapshot.operator(OPERATOR).unwrap();
+    let max = op.max_parallelism;
+    assert_eq!(op.parallelism, parallelism);
+    assert_eq!(op.subtasks.len(), parallelism as usize);
+    let format = if canonical {
+        cairn::SnapshotFormat::Canonical
+    } else {
+        cairn::SnapshotFormat::RocksDb
+    };
+    for handle in &op.subtasks {
+        assert_eq!(handle.format, format);
+        assert_eq!(handle.checkpoint_id, 2);
+        for file in &handle.files {
+            assert!(!file.is_shared(), "a savepoint is self-contained");
+            assert!(dir.join(file.path.as_str()).is_file(), "{}", file.path);
+        }
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    // The job's time: the TTL'd state was written now and has not expired.
+    let clock = Arc::new(ManualClock::new(NOW));
+    let stores: Vec<KeyedStateStore> = snapshot
+        .restore_plan(OPERATOR, parallelism, max)
+        .unwrap()
+        .into_iter()
+        .map(|plan| {
+            assert_eq!(plan.handles.len(), 1, "each new subtask has its own handle");
+            assert!(plan.is_same_range());
+            if canonical {
+                KeyedStateStore::new(
+                    HeapBackend::restore(
+                        max,
+                        plan.key_groups,
+                        clock.clone(),
+                        store.as_ref(),
+                        &plan.handles,
+                    )
+                    .unwrap(),
+                )
+            } else {
+                KeyedStateStore::new(
+                    RocksDbBackend::builder(
+                        scratch.path().join(plan.subtask.to_string()),
+                        max,
+                        plan.key_groups,
+                    )
+                    .clock(clock.clone())
+                    .restore_from(store.clone(), plan.handles)
+                    .open()
+                    .unwrap(),
+                )
+            }
+        })
+        .collect();
+    for i in 0..50 {
+        let key = format!("key-{i}");
+        let owner = max
+            .subtask_of(max.key_group_of(key.as_bytes()), parallelism)
+            .unwrap();
+        let s = &stores[owner as usize];
+        let got = (
+            s.value_state(&count()).unwrap().get(&key).unwrap(),
+            s.list_state(&seen())
+                .unwrap()
+                .get(&key)
+                .unwrap()
+                .collect::<Vec<_>>(),
+            s.map_state(&by_hour())
+                .unwrap()
+                .iter(&key)
+                .unwrap()
+                .map(|e| e.unwrap())
+                .collect::<Vec<_>>(),
+            s.value_state(&recent()).unwrap().get(&key).unwrap(),
+        );
+        let (count, seen, by_hour, recent) = expected_in_checkpoint_2(i);
+        assert_eq!(
+            got,
+            (Some(count), seen, by_hour, Some(recent)),
+            "{key} on subtask {owner} of {parallelism}"
+        );
+    }
+    for (i, s) in stores.iter().enumerate() {
+        let range = s.key_group_range();
+        for key in s.value_state(&count()).unwrap().keys() {
+            let key = key.unwrap();
+            assert!(
+                range.contains(max.key_group_of(key.as_bytes())),
+                "subtask {i} ({range}) holds {key}"
+            );
+        }
+    }
+    let keys: usize = stores
+        .iter()
+        .map(|s| s.value_state(&recent()).unwrap().keys().count())
+        .sum();
+    assert_eq!(keys, 50, "every TTL'd entry carried over");
+}
+
+#[test]
+fn convert_writes_savepoints_of_either_format_at_a_new_parallelism() {
+    for kind in [Kind::RocksDb, Kind::Heap] {
+        let (dir, root) = checkpoint_with_a_source(kind);
+        let chk2 = root.join("chk-2");
+        let before = tree(&root);
+        let source_job = cairn::read_checkpoint(&LocalStore::new(&root).unwrap(), 2).unwrap();
+        let max = source_job.operator(SOURCE).unwrap().max_parallelism;
+        let config = vec![("batch".to_string(), 64), ("linger".to_string(), 5)];
+
+        for (format, parallelism, expected_kind) in [
+            ("canonical", 3, "canonical-savepoint"),
+            ("native", 1, "native-savepoint"),
+        ] {
+            let out = dir.path().join(format!("converted-{format}"));
+            let p = parallelism.to_string();
+            let output = run(
+                &[
+                    &"convert",
+                    &chk2,
+                    &"--to",
+                    &format,
+                    &"--out",
+                    &out,
+                    &"--parallelism",
+                    &p,
+                    &"--json",
+                ],
+                0,
+            );
+            assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+            let report = json(&output);
+            let savepoint = PathBuf::from(report["savepoint"].as_str().unwrap());
+            assert_eq!(savepoint.parent().unwrap(), out.canonicalize().unwrap());
+            let name = savepoint.file_name().unwrap().to_str().unwrap().to_string();
+            assert!(name.starts_with("savepoint-2-"), "{name}");
+            assert_eq!(report["id"], 2);
+            assert_eq!(report["source_kind"], "checkpoint");
+            assert_eq!(report["format"], format);
+            assert_eq!(report["kind"], expected_kind, "{kind:?} -> {format}");
+            let ops = report["operators"].as_array().unwrap();
+            assert_eq!(ops.len(), 2, "{report}");
+            for op in ops {
+                assert_eq!(op["parallelism"], parallelism);
+                let keyed = op["id"] == OPERATOR;
+                assert_eq!(op["keyed_state"], keyed, "{op}");
+                assert_eq!(op["operator_state"], !keyed, "{op}");
+                assert_eq!(
+                    op["source_parallelism"],
+                    if keyed { PARALLELISM } else { 3 },
+                    "{op}"
+                );
+            }
+
+            // Every key, value and TTL stamp as the checkpoint held it, nothing else.
+            check_converted_keyed_state(&savepoint, parallelism, format == "canonical");
+            run(&[&"verify", &savepoint], 0);
+            let diff = json(&run(
+                &[&"diff", &chk2, &savepoint, &"--entries", &"--json"],
+                0,
+            ));
+            let states = diff["entries"].as_array().unwrap();
+            assert_eq!(states.len(), 4, "{diff}");
+            for state in states {
+                for field in ["added", "removed", "changed"] {
+                    assert_eq!(state[field], 0, "{kind:?} -> {format}: {state}");
+                }
+            }
+            assert_eq!(diff["files"]["shared"], 0);
+
+            // The source's operator state restores, at any parallelism, as the checkpoint's.
+            let converted = cairn::read_savepoint(&LocalStore::new(&savepoint).unwrap()).unwrap();
+            let source = converted.operator(SOURCE).unwrap();
+            assert!(source.subtasks.is_empty(), "no keyed state");
+            assert_eq!(source.operator_state.len(), parallelism as usize);
+            for p in 1..=5 {
+                let shares = |job: &JobSnapshot| -> Vec<SourceShare> {
+                    job.restore_plan(SOURCE, p, max)
+                        .unwrap()
+                        .into_iter()
+                        .map(|plan| read_source(plan.operator_state))
+                        .collect()
+                };
+                assert_eq!(
+                    shares(&converted),
+                    shares(&source_job),
+                    "{format} at {parallelism}, restored at {p}"
+                );
+            }
+            let restored: Vec<SourceShare> = converted
+                .restore_plan(SOURCE, parallelism, max)
+                .unwrap()
+                .into_iter()
+                .map(|plan| read_source(plan.operator_state))
+                .collect();
+            let expected: Vec<SourceShare> = match parallelism {
+                // Offsets 100..106 dealt round-robin; each has the whole union and config.
+                3 => vec![
+                    (vec![100, 103], vec![0, 1, 2], config.clone()),
+                    (vec![101, 104], vec![0, 1, 2], config.clone()),
+                    (vec![102, 105], vec![0, 1, 2], config.clone()),
+                ],
+                _ => vec![((100..106).collect(), vec![0, 1, 2], config.clone())],
+            };
+            assert_eq!(restored, expected, "{kind:?} -> {format} at {parallelism}");
+
+            // Converting again, savepoint to savepoint, at the operators' own parallelism.
+            let again = dir.path().join(format!("again-{format}"));
+            let text = stdout(&run(
+                &[
+                    &"convert",
+                    &savepoint,
+                    &"--to",
+                    &"canonical",
+                    &"--out",
+                    &again,
+                ],
+                0,
+            ));
+            let written = PathBuf::from(text.lines().next().unwrap());
+            assert!(written.starts_with(again.canonicalize().unwrap()), "{text}");
+            assert!(text.contains(&format!("from {expected_kind} 2")), "{text}");
+            check_converted_keyed_state(&written, parallelism, true);
+        }
+        assert_eq!(tree(&root), before, "the input is only read");
+    }
+}
+
+#[test]
+fn convert_refuses_a_parallelism_out_of_range_and_leaves_nothing() {
+    let (dir, root) = checkpoint_with_a_source(Kind::RocksDb);
+    let out = dir.path().join("out");
+    let err = stderr(&run(
+        &[
+            &"convert",
+            &root.join("chk-2"),
+            &"--to",
+            &"native",
+            &"--out",
+            &out,
+            &"--parallelism",
+            &"17",
+        ],
+        2,
+    ));
+    assert!(
+        err.starts_with("cairn: ") && err.contains("max parallelism"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    for args in [
+        vec!["--to", "canonical", "--parallelism", "0"],
+        vec!["--to", "sideways"],
+        vec!["--parallelism", "2"],
+    ] {
+        let mut all: Vec<&dyn AsRef<OsStr>> = vec![&"convert", &root, &"--out", &out];
+        all.extend(args.iter().map(|a| a as &dyn AsRef<OsStr>));
+        run(&all, 2);
+    }
+    // A storage root is not one snapshot.
+    let err = stderr(&run(
+        &[&"convert", &root, &"--to", &"canonical", &"--out", &out],
+        2,
+    ));
+    assert!(err.contains("storage root"), "{err}");
+    assert!(!out.join("savepoint-2").exists());
+    // A missing file of the input fails the conversion, and no savepoint is left behind.
+    let (shared, _) = files_of(&root, 2);
+    std::fs::remove_file(&shared[0]).unwrap();
+    run(
+        &[
+            &"convert",
+            &root.join("chk-2"),
+            &"--to",
+            &"canonical",
+            &"--out",
+            &out,
+        ],
+        2,
+    );
+    assert!(tree(&out).is_empty(), "{:?}", tree(&out));
+}

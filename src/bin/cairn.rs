@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use cairn::tools::{
-    self, DiffOptions, DiffReport, DumpEntry, DumpOptions, GcReport, Inspection, Progress,
-    RootReport, SnapshotReport, Unit, VerifyReport,
+    self, ConvertOptions, ConvertReport, DiffOptions, DiffReport, DumpEntry, DumpOptions, GcReport,
+    Inspection, Progress, RootReport, SnapshotReport, Unit, VerifyReport,
 };
-use clap::{Parser, Subcommand};
+use cairn::SavepointFormat;
+use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Parser)]
@@ -161,6 +162,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+
+    /// Writes a snapshot as a new self-contained savepoint, at the same or another parallelism.
+    ///
+    /// Reads a checkpoint or savepoint of either backend and writes a canonical savepoint
+    /// (restores into any backend) or a native one (RocksDB's files) under the storage root
+    /// OUT, in savepoint-<id>-<random>/, with every operator at --parallelism subtasks
+    /// (default: each operator's own). Each new subtask's state is restored into a scratch
+    /// backend and snapshotted, as a job restoring and taking a savepoint would; TTL'd
+    /// entries are carried over as stored. The input is only read.
+    ///
+    /// Examples:
+    ///   cairn convert /data/checkpoints/chk-42 --to canonical --out /data/savepoints
+    ///   cairn convert /data/savepoints/savepoint-42-1a2b3c4d --to native --out /data/native \
+    ///     --parallelism 8
+    Convert {
+        /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
+        path: PathBuf,
+        /// The format of the new savepoint.
+        #[arg(long, value_enum)]
+        to: Format,
+        /// The storage root to write the savepoint under (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The parallelism of every operator in the new savepoint.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        parallelism: Option<u32>,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The format `convert` writes.
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// Backend-independent: restores into any backend, at any parallelism.
+    Canonical,
+    /// RocksDB's own files: restores into the RocksDB backend, at any parallelism.
+    Native,
 }
 
 /// How a command ended when it did not fail.
@@ -311,6 +351,29 @@ fn run(command: Command) -> Result<Outcome, String> {
                 print_json(&report)?;
             } else {
                 print_gc(&report);
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Convert {
+            path,
+            to,
+            out,
+            parallelism,
+            json,
+        } => {
+            let options = ConvertOptions {
+                format: match to {
+                    Format::Canonical => SavepointFormat::Canonical,
+                    Format::Native => SavepointFormat::Native,
+                },
+                out,
+                parallelism,
+            };
+            let report = tools::convert(&path, &options, &bars).map_err(|e| e.to_string())?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print_convert(&report);
             }
             Ok(Outcome::Ok)
         }
@@ -827,4 +890,50 @@ fn print_gc(r: &GcReport) {
     for file in &r.deleted {
         println!("  {}  {}", file.path, size(file.size));
     }
+}
+
+fn print_convert(r: &ConvertReport) {
+    println!("{}", r.savepoint);
+    println!(
+        "{} {} written from {} {} ({}): {} in {} files",
+        r.kind,
+        r.id,
+        r.source_kind,
+        r.id,
+        r.source,
+        size(r.total_bytes),
+        r.file_count
+    );
+    let rows: Vec<Vec<String>> = r
+        .operators
+        .iter()
+        .map(|op| {
+            vec![
+                op.id.clone(),
+                format!("{} -> {}", op.source_parallelism, op.parallelism),
+                op.max_parallelism.to_string(),
+                if op.keyed_state {
+                    size(op.total_bytes)
+                } else {
+                    "-".into()
+                },
+                if op.operator_state { "yes" } else { "-" }.into(),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        table(
+            "",
+            &[
+                "OPERATOR",
+                "PARALLELISM",
+                "MAX PARALLELISM",
+                "KEYED STATE",
+                "OPERATOR STATE"
+            ],
+            &rows
+        )
+    );
 }

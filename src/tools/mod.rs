@@ -10,13 +10,18 @@
 //! - [`dump`]: the entries of one state, decoded by their codecs;
 //! - [`diff`]: files (and, if asked, entries) added, removed and shared between two
 //!   snapshots;
-//! - [`collect_garbage`]: orphans under a storage root, found by the engine's own rule.
+//! - [`collect_garbage`]: orphans under a storage root, found by the engine's own rule;
+//! - [`convert`]: a new canonical or native savepoint from any snapshot, at the same or
+//!   another parallelism, by restoring each subtask into a scratch backend and taking its
+//!   snapshot.
 //!
 //! A snapshot is named by a directory holding a `_metadata` (a checkpoint `chk-<id>/` or a
 //! savepoint directory) or by the `_metadata` file itself; [`files_root`] says which
 //! directory its file paths are relative to. Tools never write into a snapshot; only
-//! [`collect_garbage`] deletes, and only what the engine would.
+//! [`collect_garbage`] deletes, and only what the engine would; [`convert`] writes a new
+//! savepoint beside, never into, the snapshot it reads.
 
+mod convert;
 mod decode;
 mod diff;
 mod dump;
@@ -26,6 +31,7 @@ mod open;
 mod read;
 mod verify;
 
+pub use convert::{convert, ConvertOptions, ConvertReport, ConvertedOperator};
 pub use decode::{format_millis, DecodedValue};
 pub use diff::{diff, DiffOptions, DiffReport, FileDiff, FileRef, StateDiff};
 pub use dump::{dump, DumpEntry, DumpOptions, DumpSummary};

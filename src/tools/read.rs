@@ -53,6 +53,11 @@ impl ScratchDir {
         })?;
         Ok(ScratchDir(path))
     }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 
 impl Drop for ScratchDir {
