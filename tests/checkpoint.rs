@@ -472,3 +472,38 @@ fn a_restore_refuses_a_directory_that_is_not_empty() {
     assert!(matches!(err, Error::Restore { .. }), "{err}");
     assert!(target.path().join("precious").exists());
 }
+
+#[test]
+fn garbage_collection_keeps_everything_a_damaged_checkpoint_might_reference() {
+    let max = MaxParallelism::new(16).unwrap();
+    let (dir, store, storage) = storage(2);
+    let job = Job::new(Kind::RocksDb, max, 1);
+    let (mut model, mut rng) = (Model::default(), Rng(47));
+    job.write(&mut model, &mut rng, 500, 2_000);
+    job.checkpoint(&storage, 1).unwrap();
+    job.write(&mut model, &mut rng, 500, 2_000);
+    job.checkpoint(&storage, 2).unwrap();
+    // Checkpoint 1's commit point is damaged on disk; a new storage cannot read it.
+    let metadata = dir.path().join("chk-1/_metadata");
+    let mut bytes = std::fs::read(&metadata).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&metadata, &bytes).unwrap();
+    let reopened = CheckpointStorage::open(store.clone(), Retention::new(1).unwrap()).unwrap();
+    assert_eq!(reopened.completed(), vec![2]);
+    let before: BTreeSet<StoragePath> = store.list(None).unwrap().into_iter().collect();
+    let report = reopened.collect_garbage().unwrap();
+    assert_eq!(report.unreadable, vec![1]);
+    assert!(
+        report.abandoned.is_empty() && report.shared_files == 0,
+        "{report:?}"
+    );
+    let after: BTreeSet<StoragePath> = store.list(None).unwrap().into_iter().collect();
+    assert_eq!(
+        before, after,
+        "nothing is deleted while a damaged checkpoint exists"
+    );
+    // Once the user removes it, collection goes on.
+    std::fs::remove_file(&metadata).unwrap();
+    let report = reopened.collect_garbage().unwrap();
+    assert_eq!(report.abandoned, vec![1]);
+}

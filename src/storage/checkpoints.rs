@@ -106,6 +106,9 @@ pub struct GarbageReport {
     pub abandoned: Vec<CheckpointId>,
     /// Shared files deleted.
     pub shared_files: usize,
+    /// Checkpoints whose `_metadata` exists but does not decode: kept, and while there are
+    /// any no shared file is deleted (what they reference is unknown).
+    pub unreadable: Vec<CheckpointId>,
 }
 
 /// A checkpoint or savepoint being taken: the handles gathered so far.
@@ -747,23 +750,44 @@ impl CheckpointStorage {
             .map(|f| &f.path)
             .collect();
         let mut abandoned = HashSet::new();
+        let mut unreadable = HashSet::new();
+        let mut unreferenced = Vec::new();
         for path in self.store.list(None)? {
             if path.top() == SHARED_DIR {
                 let old = shared_file_creator(&path).is_some_and(|creator| creator < oldest);
                 if old && !referenced.contains(&path) {
-                    self.store.delete(&path)?;
-                    report.shared_files += 1;
+                    unreferenced.push(path);
                 }
             } else if let Some(id) = parse_checkpoint_dir(path.top()) {
-                // Older than the latest and not retained: aborted, late, or left by a crash.
-                if id < latest && !state.completed.contains_key(&id) {
+                if state.completed.contains_key(&id) {
+                    continue;
+                }
+                if path.file_name() == METADATA_FILE && path.as_str() == metadata_path(id)?.as_str()
+                {
+                    // A commit point that does not decode: damaged, not aborted. What it
+                    // references is unknown, so nothing it might reference is deleted.
+                    unreadable.insert(id);
+                } else if id < latest {
+                    // Older than the latest and not retained: aborted, late, or left by a crash.
                     abandoned.insert(id);
                 }
             }
         }
-        for id in abandoned {
-            self.store.delete_dir(&checkpoint_dir(id)?)?;
-            report.abandoned.push(id);
+        report.unreadable = unreadable.iter().copied().collect();
+        report.unreadable.sort_unstable();
+        if !report.unreadable.is_empty() {
+            warn!(checkpoints = ?report.unreadable, location = %self.store.location(),
+                "checkpoints whose _metadata cannot be read are kept, and no shared file is \
+                 deleted while they exist; inspect them with `cairn verify`, then delete them");
+        } else {
+            for path in &unreferenced {
+                self.store.delete(path)?;
+            }
+            report.shared_files = unreferenced.len();
+        }
+        for id in abandoned.difference(&unreadable) {
+            self.store.delete_dir(&checkpoint_dir(*id)?)?;
+            report.abandoned.push(*id);
         }
         report.abandoned.sort_unstable();
         Ok(report)
