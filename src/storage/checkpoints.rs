@@ -557,8 +557,12 @@ impl CheckpointStorage {
     pub fn begin_savepoint(&self, format: SavepointFormat) -> Result<PendingCheckpoint> {
         let id = {
             let mut state = self.lock();
-            state.highest_seen += 1;
-            state.highest_seen
+            let id = state.highest_seen.checked_add(1).ok_or(Error::Checkpoint {
+                checkpoint_id: state.highest_seen,
+                detail: "no checkpoint id is left above it".into(),
+            })?;
+            state.highest_seen = id;
+            id
         };
         begin_savepoint(self.store.clone(), id, format, self.clock.as_ref())
     }
@@ -576,7 +580,7 @@ impl CheckpointStorage {
                 detail: format!(
                     "checkpoint ids must increase, and {} was already used; begin checkpoint {}",
                     state.highest_seen,
-                    state.highest_seen + 1
+                    state.highest_seen.saturating_add(1)
                 ),
             });
         }

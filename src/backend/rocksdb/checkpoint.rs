@@ -70,7 +70,7 @@ impl UploadedFiles {
                 self.confirmed = Some((checkpoint_id, Arc::new(files)));
             }
         }
-        self.pending = self.pending.split_off(&(checkpoint_id + 1));
+        self.pending = self.pending.split_off(&checkpoint_id.saturating_add(1));
     }
 }
 
