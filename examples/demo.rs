@@ -194,17 +194,25 @@ fn offsets_state(store: &OperatorStateStore) -> cairn::Result<OperatorListState<
 pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
     let started = Instant::now();
     let restore = options.restore.as_deref().map(open_restore).transpose()?;
-    let dir = match &options.dir {
-        Some(dir) => dir.clone(),
-        None => fresh_dir()?,
-    };
-    let root = dir.join("checkpoints");
-    if let Some(from) = restore
+    // A checkpoint shares files with the later checkpoints of its root, so a job restored
+    // from one checkpoints into that root; anything else into DIR/checkpoints.
+    let from_checkpoint = restore
         .as_ref()
-        .filter(|r| r.snapshot.kind == SnapshotKind::Checkpoint)
-    {
-        check_same_root(&from.files_root, &root)?;
-    }
+        .filter(|r| r.snapshot.kind == SnapshotKind::Checkpoint);
+    let (root, work) = match (&options.dir, from_checkpoint) {
+        (Some(dir), from) => {
+            let root = dir.join("checkpoints");
+            if let Some(from) = from {
+                check_same_root(from, &root)?;
+            }
+            (root, dir.join("work"))
+        }
+        (None, Some(from)) => (from.files_root.clone(), fresh_dir()?.join("work")),
+        (None, None) => {
+            let dir = fresh_dir()?;
+            (dir.join("checkpoints"), dir.join("work"))
+        }
+    };
     let root_store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(&root)?);
     let (p, interval) = (options.parallelism, options.checkpoint_interval);
     let mut story = Story {
@@ -212,7 +220,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
         options,
         root: root.clone(),
         root_store: root_store.clone(),
-        work: dir.join("work"),
+        work,
         checkpoints: Vec::new(),
         emitted: 0,
         ok: true,
@@ -370,6 +378,8 @@ pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
         writeln!(story.out, "exactly once: FAILED")?;
     }
 
+    // The runs' working directories are gone; their parent too if nothing else is in it.
+    let _ = fs::remove_dir(&story.work);
     let cairn = "cargo run --quiet --bin cairn --";
     let latest = story.checkpoints.last().copied();
     writeln!(
@@ -463,7 +473,8 @@ fn open_restore(path: &Path) -> DemoResult<Restore> {
 
 /// A checkpoint shares files with the later checkpoints of its root, so the job must go on
 /// checkpointing into that root.
-fn check_same_root(files_root: &Path, root: &Path) -> DemoResult<()> {
+fn check_same_root(from: &Restore, root: &Path) -> DemoResult<()> {
+    let files_root = &from.files_root;
     let same = match (fs::canonicalize(files_root), fs::canonicalize(root)) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -472,14 +483,12 @@ fn check_same_root(files_root: &Path, root: &Path) -> DemoResult<()> {
         return Ok(());
     }
     Err(format!(
-        "a checkpoint shares its files with the later checkpoints of its storage root ({}), \
-         so the job must go on checkpointing there: run with --dir {}, or restore from a \
-         savepoint (`cairn convert` makes one from a checkpoint)",
+        "{} is a checkpoint of the storage root {}, whose later checkpoints share its \
+         files, so the job must go on checkpointing there, not in {}: run without --dir, or \
+         restore from a savepoint (`cairn convert` makes one from a checkpoint)",
+        from.path.display(),
         files_root.display(),
-        files_root.parent().map_or_else(
-            || files_root.display().to_string(),
-            |p| p.display().to_string()
-        )
+        root.display()
     )
     .into())
 }
@@ -652,22 +661,24 @@ impl Story<'_> {
         let interval = self.options.checkpoint_interval;
         let mut left = records;
         let mut in_flight: Option<(PendingCheckpoint, Instant)> = None;
-        while left > 0 {
-            let n = (interval - job.since_checkpoint).min(left);
-            job.read(n, false)?;
-            left -= n;
+        loop {
+            if left > 0 && job.since_checkpoint < interval {
+                let n = (interval - job.since_checkpoint).min(left);
+                job.read(n, false)?;
+                left -= n;
+            }
+            // The previous checkpoint completes while those records are counted.
             if let Some((pending, begun)) = in_flight.take() {
                 self.complete(job, storage, pending, begun)?;
             }
-            if job.since_checkpoint == interval {
+            if job.since_checkpoint >= interval {
                 let pending = storage.begin(self.next_id()?)?;
                 job.barrier(Some(pending.request().clone()), pending.id())?;
                 job.since_checkpoint = 0;
                 in_flight = Some((pending, Instant::now()));
+            } else if left == 0 {
+                break;
             }
-        }
-        if let Some((pending, begun)) = in_flight.take() {
-            self.complete(job, storage, pending, begun)?;
         }
         Ok(())
     }
@@ -1056,7 +1067,7 @@ impl Job {
             counter.close()?;
         }
         drop(self.counters);
-        fs::remove_dir_all(&self.work)?;
+        remove_dir(&self.work)?;
         Ok(())
     }
 
@@ -1066,8 +1077,16 @@ impl Job {
         self.commands.clear();
         self.join()?;
         drop(self.counters);
-        fs::remove_dir_all(&self.work)?;
+        remove_dir(&self.work)?;
         Ok(())
+    }
+}
+
+/// Removes a working directory, if there is one (the heap backend makes none).
+fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
