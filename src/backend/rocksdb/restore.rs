@@ -25,7 +25,7 @@ use tracing::info;
 use crate::backend::rocksdb::RocksDbBackend;
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
-use crate::snapshot::transfer::{download, in_parallel};
+use crate::snapshot::transfer::{download, in_parallel, TRANSFER_THREADS};
 use crate::snapshot::KeyedStateHandle;
 use crate::storage::SnapshotStore;
 use crate::StateMeta;
@@ -217,45 +217,66 @@ impl RocksDbBackend {
             false,
         )
         .map_err(|e| rocks("open a snapshot to restore from".into(), e))?;
-        let start = range.start().to_be_bytes();
-        let end = (range.end() + 1).to_be_bytes();
-        let mut ingested = 0u64;
-        for (meta, opts) in metas.iter().zip(&options) {
+        // One job per state and slice of the key groups, written in parallel: each slice is
+        // a disjoint key range, so a state's files ingest together without overlapping.
+        let slices = key_group_slices(range, TRANSFER_THREADS);
+        let jobs: Vec<(usize, KeyGroupRange)> = (0..metas.len())
+            .flat_map(|state| slices.iter().map(move |slice| (state, *slice)))
+            .collect();
+        let written = in_parallel(&jobs, |&(state, slice)| {
+            let (meta, opts) = (metas[state], &options[state]);
             let cf = source
                 .cf_handle(&meta.name)
                 .ok_or_else(|| self.missing_cf(&meta.name))?;
-            let sst: PathBuf = temp.join(format!("ingest-{}.sst", meta.name));
+            let sst = temp.join(format!("ingest-{state}-{}.sst", slice.start()));
             let mut read = rocksdb::ReadOptions::default();
             read.set_total_order_seek(true);
-            read.set_iterate_upper_bound(end.to_vec());
+            read.set_iterate_upper_bound((slice.end() + 1).to_be_bytes().to_vec());
             let mut it = source.raw_iterator_cf_opt(cf, read);
-            it.seek(start);
+            it.seek(slice.start().to_be_bytes());
             let mut writer: Option<SstFileWriter<'_>> = None;
             let mut count = 0u64;
+            let write_error = |e| rocks(format!("write an SST of state '{}'", meta.name), e);
             while let (Some(key), Some(value)) = (it.key(), it.value()) {
                 let w = match writer.as_mut() {
                     Some(w) => w,
                     None => {
                         let w = SstFileWriter::create(opts);
-                        w.open(&sst).map_err(|e| {
-                            rocks(format!("write an SST of state '{}'", meta.name), e)
-                        })?;
+                        w.open(&sst).map_err(write_error)?;
                         writer.insert(w)
                     }
                 };
-                w.put(key, value)
-                    .map_err(|e| rocks(format!("write an SST of state '{}'", meta.name), e))?;
+                w.put(key, value).map_err(write_error)?;
                 count += 1;
                 it.next();
             }
             it.status()
                 .map_err(|e| rocks(format!("read state '{}'", meta.name), e))?;
-            let Some(mut writer) = writer else { continue };
-            writer
-                .finish()
-                .map_err(|e| rocks(format!("finish an SST of state '{}'", meta.name), e))?;
-            let guard = self.read();
-            let open = guard.as_ref().ok_or(Error::Closed)?;
+            match writer {
+                Some(mut writer) => {
+                    writer.finish().map_err(write_error)?;
+                    Ok((state, Some(sst), count))
+                }
+                None => Ok((state, None, 0)),
+            }
+        })?;
+        let mut ingested = 0u64;
+        let guard = self.read();
+        let open = guard.as_ref().ok_or(Error::Closed)?;
+        for (state, meta) in metas.iter().enumerate() {
+            let files: Vec<&PathBuf> = written
+                .iter()
+                .filter(|(s, _, _)| *s == state)
+                .filter_map(|(_, path, _)| path.as_ref())
+                .collect();
+            ingested += written
+                .iter()
+                .filter(|(s, _, _)| *s == state)
+                .map(|(_, _, count)| count)
+                .sum::<u64>();
+            if files.is_empty() {
+                continue;
+            }
             let target = open
                 .db
                 .cf_handle(&meta.name)
@@ -263,14 +284,28 @@ impl RocksDbBackend {
             let mut ingest = IngestExternalFileOptions::default();
             ingest.set_move_files(true);
             open.db
-                .ingest_external_file_cf_opts(target, &ingest, vec![&sst])
+                .ingest_external_file_cf_opts(target, &ingest, files)
                 .map_err(|e| self.rocks(format!("ingest state '{}'", meta.name), e))?;
-            ingested += count;
         }
+        drop(guard);
         info!(dir = %self.dir.display(), from = %handle.key_groups, entries = ingested,
             "ingested the entries of another subtask's snapshot");
         Ok(())
     }
+}
+
+/// `range` cut into at most `parts` slices of consecutive key groups, in order.
+fn key_group_slices(range: KeyGroupRange, parts: usize) -> Vec<KeyGroupRange> {
+    let len = range.len() as usize;
+    let parts = parts.clamp(1, len);
+    (0..parts)
+        .map(|i| {
+            // Key groups are below 32768: the offsets fit in u16.
+            let first = range.start() + (i * len / parts) as u16;
+            let last = range.start() + ((i + 1) * len / parts - 1) as u16;
+            KeyGroupRange::new(first, last)
+        })
+        .collect()
 }
 
 /// Checks the max parallelism recorded in a restored DB against the one asked for.
@@ -289,4 +324,23 @@ pub(super) fn check_max_parallelism(
              of an operator cannot change, so restore with max parallelism {found}"
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_cover_the_range_in_order_without_overlap() {
+        for (start, end, parts) in [(0, 127, 4), (43, 85, 4), (5, 6, 4), (9, 9, 4), (0, 10, 3)] {
+            let range = KeyGroupRange::new(start, end);
+            let slices = key_group_slices(range, parts);
+            assert!(slices.len() <= parts);
+            assert_eq!(slices[0].start(), start);
+            assert_eq!(slices[slices.len() - 1].end(), end);
+            for pair in slices.windows(2) {
+                assert_eq!(pair[0].end() + 1, pair[1].start(), "{slices:?}");
+            }
+        }
+    }
 }
