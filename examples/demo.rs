@@ -494,10 +494,12 @@ fn check_same_root(from: &Restore, root: &Path) -> DemoResult<()> {
 }
 
 fn fresh_dir() -> DemoResult<PathBuf> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!("cairn-demo-{}-{nanos:08x}", std::process::id()));
+    let millis = cairn::Clock::now_millis(&SystemClock);
+    let dir = std::env::temp_dir().join(format!(
+        "cairn-demo-{}-{:x}",
+        std::process::id(),
+        millis % 0x1_0000_0000
+    ));
     fs::create_dir_all(&dir)?;
     Ok(dir)
 }
