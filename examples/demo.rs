@@ -321,7 +321,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
     let (savepoint, _) = story.savepoint(&mut job)?;
     writeln!(
         story.out,
-        "\n5. stop with a canonical savepoint: {} ({})",
+        "\n5. stop with a canonical savepoint: {}\n   counts: {}",
         savepoint.display(),
         show(&job.counts()?)
     )?;
@@ -706,17 +706,31 @@ impl Story<'_> {
             counter.backend().notify_checkpoint_complete(id);
         }
         self.checkpoints.push(id);
-        let handles: &[KeyedStateHandle] = snapshot
-            .operator(COUNTER)
-            .map_or(&[], |op| op.subtasks.as_slice());
-        let total: u64 = handles.iter().map(KeyedStateHandle::total_bytes).sum();
-        let new: u64 = handles.iter().map(KeyedStateHandle::written_bytes).sum();
+        // Shared files (RocksDB's SSTs) are uploaded once and referenced by later
+        // checkpoints; private files (RocksDB's MANIFEST and OPTIONS, or a heap backend's
+        // canonical stream) are written by every checkpoint.
+        let (mut fresh, mut reused, mut private) = (0, 0, 0);
+        for file in snapshot.files() {
+            match cairn::shared_file_creator(&file.path) {
+                Some(creator) if creator == id => fresh += file.size,
+                Some(_) => reused += file.size,
+                None => private += file.size,
+            }
+        }
+        let files = if fresh + reused > 0 {
+            format!(
+                "SST files {} uploaded + {} reused, other files {}",
+                kib(fresh),
+                kib(reused),
+                kib(private)
+            )
+        } else {
+            format!("{} written", kib(private))
+        };
         writeln!(
             self.out,
-            "   checkpoint {id:>2} committed (chk-{id}): {} of keyed state, {} new; \
-             synchronous phase {} ms at most, {} ms barrier to commit",
-            kib(total),
-            kib(new),
+            "   checkpoint {id}: {files}; synchronous phase {} ms, committed {} ms after \
+             the barrier",
             sync.as_millis(),
             begun.elapsed().as_millis()
         )?;
