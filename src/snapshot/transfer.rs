@@ -1,7 +1,7 @@
 //! Moving files between a backend's directory and a [`SnapshotStore`], with their CRC32s.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ pub(crate) fn upload(
     let mut input = File::open(source).map_err(|e| local_error("read", source, e))?;
     let writer = store.create(&path)?;
     let mut out = CrcWriter::new(writer);
-    io::copy(&mut input, &mut out).map_err(|source| Error::Storage {
+    copy(&mut input, &mut out).map_err(|source| Error::Storage {
         op: "upload",
         location: store.location(),
         path: path.to_string(),
@@ -43,9 +43,9 @@ pub(crate) fn download(
 ) -> Result<()> {
     let input = store.open(&file.path)?;
     let output = File::create(target).map_err(|e| local_error("create", target, e))?;
-    let mut out = CrcWriter::new(BufWriter::with_capacity(1 << 20, output));
+    let mut out = CrcWriter::new(output);
     // One byte more than expected tells a longer file from an exact one.
-    let copied = io::copy(&mut input.take(file.size.saturating_add(1)), &mut out);
+    let copied = copy(&mut input.take(file.size.saturating_add(1)), &mut out);
     let flushed = copied.and_then(|n| out.flush().map(|()| n));
     let result = match flushed {
         Err(source) => Err(Error::Storage {
@@ -60,6 +60,25 @@ pub(crate) fn download(
         let _ = std::fs::remove_file(target);
     }
     result
+}
+
+/// The size of the buffer files are copied through: large reads and writes, few calls.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// Copies `input` to `output` through one large buffer; the bytes copied.
+fn copy(input: &mut impl Read, output: &mut impl Write) -> io::Result<u64> {
+    let mut buffer = vec![0u8; COPY_BUFFER];
+    let mut copied = 0u64;
+    loop {
+        let n = match input.read(&mut buffer) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        output.write_all(&buffer[..n])?;
+        copied += n as u64;
+    }
 }
 
 fn check(file: &SnapshotFile, size: u64, crc32: u32) -> Result<()> {
