@@ -86,8 +86,8 @@ pub struct Options {
     /// Records the job reads between two checkpoints.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub checkpoint_interval: u64,
-    /// Records each of the three runs reads (the crashed run reads half an interval more,
-    /// which the crash loses).
+    /// Records each of the three runs reads (the first then reads half an interval more
+    /// and crashes, losing what it read after its last checkpoint).
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..))]
     pub records: u64,
     /// Where checkpoints and savepoints go (DIR/checkpoints) and the subtasks work
@@ -363,7 +363,9 @@ pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
     writeln!(story.out, "   counts: {}", show(&counts))?;
     story.check(&counts, &offsets)?;
     let consumed: u64 = offsets.iter().map(|(_, o)| o).sum();
-    let replayed = story.emitted - (consumed - start_offsets);
+    let replayed = story
+        .emitted
+        .saturating_sub(consumed.saturating_sub(start_offsets));
     let ok = story.ok;
     if ok {
         writeln!(
