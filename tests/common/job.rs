@@ -312,3 +312,11 @@ impl Job {
         Ok((dir, pending.commit_savepoint()?))
     }
 }
+
+impl Job {
+    /// The clock every subtask of the job reads: set or advance it to move TTL time. A
+    /// restored job starts with a clock of its own, at 1 000.
+    pub fn clock(&self) -> &ManualClock {
+        &self._clock
+    }
+}
