@@ -654,6 +654,20 @@ impl Story<'_> {
         Ok(())
     }
 
+    /// Checks that a snapshot is a consistent cut: the counters counted exactly the words
+    /// the sources' offsets say were read before the barrier.
+    fn check_cut(&mut self, id: u64, passed: &Passed) -> DemoResult<()> {
+        if passed.read != passed.counted {
+            writeln!(
+                self.out,
+                "   MISMATCH: snapshot {id} holds offsets past {} words but {} counted",
+                passed.read, passed.counted
+            )?;
+            self.ok = false;
+        }
+        Ok(())
+    }
+
     /// Reads `records` more, a checkpoint every interval; the asynchronous phase of each
     /// checkpoint runs while the next records are counted.
     fn count(
@@ -696,13 +710,14 @@ impl Story<'_> {
         begun: Instant,
     ) -> DemoResult<()> {
         let id = pending.id();
-        let sync = match job.acknowledge(&mut pending) {
-            Ok(sync) => sync,
+        let passed = match job.acknowledge(&mut pending) {
+            Ok(passed) => passed,
             Err(e) => {
                 storage.abort(pending)?;
                 return Err(e);
             }
         };
+        self.check_cut(id, &passed)?;
         let snapshot = storage.commit(pending)?;
         for counter in &job.counters {
             counter.backend().notify_checkpoint_complete(id);
@@ -731,9 +746,10 @@ impl Story<'_> {
         };
         writeln!(
             self.out,
-            "   checkpoint {id}: {files}; synchronous phase {} ms, committed {} ms after \
-             the barrier",
-            sync.as_millis(),
+            "   checkpoint {id} at {} words: {files}; synchronous phase {} ms, committed {} ms \
+             after the barrier",
+            passed.read,
+            passed.sync.as_millis(),
             begun.elapsed().as_millis()
         )?;
         Ok(())
@@ -748,7 +764,8 @@ impl Story<'_> {
             &SystemClock,
         )?;
         job.barrier(Some(pending.request().clone()), pending.id())?;
-        job.acknowledge(&mut pending)?;
+        let passed = job.acknowledge(&mut pending)?;
+        self.check_cut(pending.id(), &passed)?;
         let dir: StoragePath = pending
             .savepoint_dir()
             .cloned()
@@ -807,6 +824,8 @@ enum Event {
         subtask: usize,
         id: u64,
         state: Option<OperatorStateSnapshot>,
+        /// The words its offsets say it read, all partitions together.
+        read: u64,
     },
     /// A counter aligned on marker `id`; `task` is its snapshot's asynchronous phase.
     Counter {
@@ -814,6 +833,8 @@ enum Event {
         id: u64,
         task: Option<SnapshotTask>,
         sync: Duration,
+        /// The words it counted, restored counts included.
+        counted: u64,
     },
     /// A record read, to print.
     Trace {
@@ -821,6 +842,22 @@ enum Event {
         line: String,
     },
     Failed(String),
+}
+
+/// What the subtasks answered to one barrier.
+struct Passed {
+    /// The sources' operator state, if the barrier takes a snapshot.
+    states: Vec<Option<OperatorStateSnapshot>>,
+    /// The counters' asynchronous phases, if the barrier takes a snapshot.
+    tasks: Vec<Option<SnapshotTask>>,
+    /// The longest synchronous phase.
+    sync: Duration,
+    /// Words read before the barrier, by the sources' offsets.
+    read: u64,
+    /// Words counted before the barrier, by the counters.
+    counted: u64,
+    /// The records traced, in each source's order.
+    traces: Vec<String>,
 }
 
 /// A running job: its threads, and what the coordinator keeps of its subtasks.
@@ -973,23 +1010,19 @@ impl Job {
         Ok(())
     }
 
-    /// Waits until every subtask has passed the barrier `id` on; returns the sources'
-    /// snapshots, the counters' asynchronous phases, the longest synchronous phase, and the
-    /// records traced.
-    #[allow(clippy::type_complexity)]
-    fn wait(
-        &mut self,
-        id: u64,
-    ) -> DemoResult<(
-        Vec<Option<OperatorStateSnapshot>>,
-        Vec<Option<SnapshotTask>>,
-        Duration,
-        Vec<String>,
-    )> {
+    /// Waits until every subtask has passed the barrier `id` on.
+    fn wait(&mut self, id: u64) -> DemoResult<Passed> {
         let p = self.parallelism as usize;
-        let mut states = vec![None; p];
-        let mut tasks: Vec<Option<SnapshotTask>> = (0..p).map(|_| None).collect();
-        let (mut sync, mut traces, mut waiting) = (Duration::ZERO, Vec::new(), 2 * p);
+        let mut passed = Passed {
+            states: vec![None; p],
+            tasks: (0..p).map(|_| None).collect(),
+            sync: Duration::ZERO,
+            read: 0,
+            counted: 0,
+            traces: Vec::new(),
+        };
+        let mut traces = Vec::new();
+        let mut waiting = 2 * p;
         while waiting > 0 {
             let event = self
                 .events
@@ -1000,18 +1033,22 @@ impl Job {
                     subtask,
                     id: got,
                     state,
+                    read,
                 } if got == id => {
-                    states[subtask] = state;
+                    passed.states[subtask] = state;
+                    passed.read += read;
                     waiting -= 1;
                 }
                 Event::Counter {
                     subtask,
                     id: got,
                     task,
-                    sync: took,
+                    sync,
+                    counted,
                 } if got == id => {
-                    tasks[subtask] = task;
-                    sync = sync.max(took);
+                    passed.tasks[subtask] = task;
+                    passed.sync = passed.sync.max(sync);
+                    passed.counted += counted;
                     waiting -= 1;
                 }
                 Event::Trace { source, line } => traces.push((source, line)),
@@ -1023,30 +1060,29 @@ impl Job {
         }
         // Each source's records in the order it read them.
         traces.sort_by_key(|(source, _)| *source);
-        let traces = traces.into_iter().map(|(_, line)| line).collect();
-        Ok((states, tasks, sync, traces))
+        passed.traces = traces.into_iter().map(|(_, line)| line).collect();
+        Ok(passed)
     }
 
     /// Waits until every record sent so far is counted; returns the records traced.
     fn sync(&mut self) -> DemoResult<Vec<String>> {
         self.barrier(None, 0)?;
-        Ok(self.wait(0)?.3)
+        Ok(self.wait(0)?.traces)
     }
 
-    /// Waits for every subtask's part of `pending` and acknowledges it; returns the longest
-    /// synchronous phase.
-    fn acknowledge(&mut self, pending: &mut PendingCheckpoint) -> DemoResult<Duration> {
+    /// Waits for every subtask's part of `pending` and acknowledges it.
+    fn acknowledge(&mut self, pending: &mut PendingCheckpoint) -> DemoResult<Passed> {
         let (max, p) = (MaxParallelism::DEFAULT, self.parallelism);
-        let (states, tasks, sync, _) = self.wait(pending.id())?;
-        for (i, state) in states.into_iter().enumerate() {
-            let state = state.ok_or("a source took no snapshot")?;
+        let mut passed = self.wait(pending.id())?;
+        for (i, state) in passed.states.iter_mut().enumerate() {
+            let state = state.take().ok_or("a source took no snapshot")?;
             pending.acknowledge_operator_state(SOURCE, p, max, i as u32, state)?;
         }
-        for (i, task) in tasks.into_iter().enumerate() {
-            let handle = task.ok_or("a counter took no snapshot")?.wait()?;
+        for (i, task) in passed.tasks.iter_mut().enumerate() {
+            let handle = task.take().ok_or("a counter took no snapshot")?.wait()?;
             pending.acknowledge(COUNTER, p, max, i as u32, handle)?;
         }
-        Ok(sync)
+        Ok(passed)
     }
 
     /// Every count, read from the backends (call after `sync`, when the counters are idle).
@@ -1201,6 +1237,7 @@ fn read(
                         subtask,
                         id,
                         state: snapshot,
+                        read: positions.iter().map(|(_, offset)| offset).sum(),
                     })
                     .map_err(|_| "the coordinator is gone")?;
             }
@@ -1225,6 +1262,7 @@ fn count(
     events: &Sender<Event>,
 ) -> DemoResult<()> {
     let mut counts = store.value_state(&counts_descriptor())?;
+    let mut counted: u64 = read_counts(store)?.values().sum();
     let mut blocked = vec![false; sources];
     let mut held: Vec<VecDeque<Record>> = (0..sources).map(|_| VecDeque::new()).collect();
     let mut replay: VecDeque<Record> = VecDeque::new();
@@ -1248,6 +1286,7 @@ fn count(
                 let word = word.to_string();
                 let n = counts.get(&word)?.unwrap_or(0) + 1;
                 counts.update(&word, &n)?;
+                counted += 1;
             }
             Record::Barrier { marker, .. } => {
                 blocked[from] = true;
@@ -1270,6 +1309,7 @@ fn count(
                         id: marker.id,
                         task,
                         sync,
+                        counted,
                     })
                     .map_err(|_| "the coordinator is gone")?;
                 // Held records come before any still to replay: each source's order stays.
