@@ -386,8 +386,8 @@ pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
     let latest = story.checkpoints.last().copied();
     writeln!(
         story.out,
-        "\nlook inside ({} s; the directory stays):",
-        started.elapsed().as_secs()
+        "\ndone in {:.1} s; look inside (the directory stays):",
+        started.elapsed().as_secs_f64()
     )?;
     writeln!(story.out, "  {cairn} inspect {}", root.display())?;
     writeln!(
