@@ -222,6 +222,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
         root_store: root_store.clone(),
         work,
         checkpoints: Vec::new(),
+        restored_id: restore.as_ref().map_or(0, |r| r.snapshot.checkpoint_id),
         emitted: 0,
         ok: true,
     };
@@ -280,7 +281,7 @@ pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
     writeln!(
         story.out,
         "\n3. crash: {uncommitted} records after the last checkpoint are counted ({}), \
-         then the job dies before its next checkpoint; its working directories are abandoned",
+         then the job dies before its next checkpoint; its working directories are not used again",
         show(&job.counts()?)
     )?;
     story.emitted += job.emitted;
@@ -290,25 +291,32 @@ pub fn run(options: &Options, out: &mut dyn Write) -> DemoResult<Report> {
     // 4. Restart from the latest checkpoint at the same parallelism.
     let storage = story.open_storage()?;
     let latest = match cairn::latest_checkpoint(root_store.as_ref())? {
-        Some(snapshot) => Some(Restore {
-            path: root.join(format!("chk-{}", snapshot.checkpoint_id)),
-            files_root: root.clone(),
-            store: root_store.clone(),
-            snapshot,
-        }),
-        None => restore.clone(),
+        Some(snapshot) => {
+            let path = root.join(format!("chk-{}", snapshot.checkpoint_id));
+            writeln!(
+                story.out,
+                "\n4. restart from the latest checkpoint, {}, at parallelism {p}",
+                path.display()
+            )?;
+            Some(Restore {
+                path,
+                files_root: root.clone(),
+                store: root_store.clone(),
+                snapshot,
+            })
+        }
+        None => {
+            let from = match &restore {
+                Some(r) => r.path.display().to_string(),
+                None => "the beginning of the text".into(),
+            };
+            writeln!(
+                story.out,
+                "\n4. restart: no checkpoint completed, so from {from} again, at parallelism {p}"
+            )?;
+            restore.clone()
+        }
     };
-    match &latest {
-        Some(r) => writeln!(
-            story.out,
-            "\n4. restart from the latest checkpoint, {}, at parallelism {p}",
-            r.path.display()
-        )?,
-        None => writeln!(
-            story.out,
-            "\n4. restart: no checkpoint completed, so from the beginning, at parallelism {p}"
-        )?,
-    }
     let mut job = story.start(p, latest.as_ref(), "2")?;
     story.check_restored(&job, true)?;
     writeln!(
@@ -558,6 +566,8 @@ struct Story<'a> {
     root_store: Arc<dyn SnapshotStore>,
     work: PathBuf,
     checkpoints: Vec<u64>,
+    /// The id of the snapshot the demo started from: ids go on above it.
+    restored_id: u64,
     emitted: u64,
     ok: bool,
 }
@@ -571,9 +581,10 @@ impl Story<'_> {
         )?)
     }
 
-    /// The next checkpoint or savepoint id: above every one in the root.
+    /// The next checkpoint or savepoint id: above every one in the root and the one the
+    /// demo started from.
     fn next_id(&self) -> DemoResult<u64> {
-        Ok(highest_id(&self.root)? + 1)
+        Ok(highest_id(&self.root)?.max(self.restored_id) + 1)
     }
 
     fn start(&mut self, p: u32, from: Option<&Restore>, run: &str) -> DemoResult<Job> {
