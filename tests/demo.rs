@@ -108,6 +108,14 @@ fn a_run_goes_on_from_the_savepoint_it_stopped_with_in_another_backend() {
         second_dir.to_str().unwrap(),
     ]));
     assert!(second.exactly_once, "{text}");
+    // Its ids go on above the savepoint's.
+    let savepoint_id: u64 = savepoint
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('-').nth(1))
+        .and_then(|id| id.parse().ok())
+        .expect("savepoint-<id>-<random>");
+    assert!(second.checkpoints[0] > savepoint_id, "{text}");
     // 200 (checkpointed before the crash) + 250 + 250 more words.
     assert_eq!(second.consumed, first.consumed + 700, "{text}");
     assert!(
