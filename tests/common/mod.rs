@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod faulty_store;
 pub mod job;
 
 use std::collections::BTreeSet;
