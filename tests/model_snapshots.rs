@@ -2,14 +2,16 @@
 //! state in two namespaces, a value state with TTL under a manual clock), checkpoints,
 //! savepoints of both formats, restores of the latest or a retained checkpoint or of a chosen
 //! savepoint at a random parallelism (1..=5: scale-in and scale-out), backend switches
-//! (heap <-> RocksDB) through canonical savepoints, and garbage collection under a random
-//! retention (1..=3), run against a plain `BTreeMap` model.
+//! (heap <-> RocksDB) through canonical savepoints, checkpoints on a disk that fills up
+//! (through the `FaultyStore`: they complete or fail alone), and garbage collection under a
+//! random retention (1..=3), run against a plain `BTreeMap` model.
 //!
 //! The model keeps its state as of every snapshot it took, by snapshot id: after every
 //! restore the job must hold exactly the state of the snapshot restored (TTL entries judged
 //! at the current time, which never goes back), and nothing else. After every checkpoint
 //! and garbage collection the store holds exactly the retained checkpoints' `_metadata` and
-//! the files they reference, beside the savepoints.
+//! the files they reference, beside the savepoints (and what failed checkpoints left while
+//! garbage collection must still take them for checkpoints in flight).
 //!
 //! A failing program shrinks to a short list of [`Op`]s. CI runs 48 programs of up to 60
 //! steps (about half a minute in a debug build on two cores); the long run is
@@ -31,7 +33,8 @@ use cairn::{
     Retention, SavepointFormat, SnapshotFormat, SnapshotStore, StateDescriptor, StoragePath,
     SubStore, TtlConfig,
 };
-use common::job::Job;
+use common::faulty_store::FaultyStore;
+use common::job::{Job, OPERATOR};
 use common::Kind;
 use proptest::prelude::*;
 use proptest::test_runner::{RngSeed, TestCaseError};
@@ -73,6 +76,9 @@ enum Op {
     Advance(u64),
     /// A checkpoint of every subtask, with the next id.
     Checkpoint,
+    /// A checkpoint on a disk with `space` bytes left: it completes, or fails alone (its
+    /// files are collected once no checkpoint in flight could own them).
+    CheckpointOnFullDisk { space: u16 },
     /// A savepoint of every subtask, with the next id.
     Savepoint(SavepointFormat),
     /// The job fails and restarts from the latest checkpoint (a new `CheckpointStorage`
@@ -115,6 +121,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (key, any::<u64>()).prop_map(|(key, value)| Op::PutTtl { key, value }),
         2 => (0u64..=80).prop_map(Op::Advance),
         3 => Just(Op::Checkpoint),
+        1 => any::<u16>().prop_map(|space| Op::CheckpointOnFullDisk { space }),
         2 => format.prop_map(Op::Savepoint),
         2 => parallelism.clone().prop_map(|parallelism| Op::RestoreLatest { parallelism }),
         1 => (any::<usize>(), parallelism.clone())
@@ -202,6 +209,38 @@ fn register(job: &Job) {
         store.map_state(&map_state()).unwrap();
         store.value_state(&ttl_state()).unwrap();
     }
+}
+
+/// Takes checkpoint `id` of every subtask and commits it; if a subtask fails, waits for
+/// every other one before aborting, so that no upload lands after the abort.
+fn checkpoint(job: &Job, storage: &CheckpointStorage, id: u64) -> cairn::Result<Arc<JobSnapshot>> {
+    let mut pending = storage.begin(id)?;
+    let tasks = job
+        .subtasks
+        .iter()
+        .map(|s| s.backend().snapshot(pending.request())?.spawn())
+        .collect::<cairn::Result<Vec<_>>>()?;
+    let results: Vec<_> = tasks.into_iter().map(|t| t.wait()).collect();
+    let mut failure = None;
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(handle) => {
+                pending.acknowledge(OPERATOR, job.parallelism, job.max, i as u32, handle)?
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        storage.abort(pending)?;
+        return Err(e);
+    }
+    let snapshot = storage.commit(pending)?;
+    for s in &job.subtasks {
+        s.backend().notify_checkpoint_complete(id);
+    }
+    Ok(snapshot)
 }
 
 /// Closes the subtasks of a job about to be dropped: while its directories still exist (a
@@ -389,6 +428,7 @@ fn check_storage(
     store: &Arc<dyn SnapshotStore>,
     storage: &CheckpointStorage,
     checkpoints: &[u64],
+    failed: &[u64],
     retained: usize,
 ) -> Result<(), TestCaseError> {
     let expected_ids = checkpoints[checkpoints.len().saturating_sub(retained)..].to_vec();
@@ -397,6 +437,7 @@ fn check_storage(
         expected_ids.clone(),
         "retained checkpoints"
     );
+    let (oldest, latest) = (expected_ids.first().copied(), expected_ids.last().copied());
     let mut expected = BTreeSet::new();
     for id in expected_ids {
         let job = storage.get(id).unwrap();
@@ -408,6 +449,19 @@ fn check_storage(
         .unwrap()
         .into_iter()
         .filter(|p| !p.top().starts_with("savepoint-"))
+        // What a failed checkpoint left is kept while it could be a checkpoint in flight:
+        // its directory while it is above the latest completed, its shared files while it is
+        // not below the oldest retained.
+        .filter(|p| {
+            let failed_dir = p
+                .top()
+                .strip_prefix("chk-")
+                .and_then(|id| id.parse::<u64>().ok())
+                .is_some_and(|id| failed.contains(&id) && Some(id) > latest);
+            let failed_shared = cairn::shared_file_creator(p)
+                .is_some_and(|id| failed.contains(&id) && oldest.is_none_or(|o| id >= o));
+            !failed_dir && !failed_shared
+        })
         .map(|p| p.to_string())
         .collect();
     prop_assert_eq!(stored, expected, "the checkpoint files in the store");
@@ -425,13 +479,18 @@ struct Run {
     next_id: u64,
     snaps: BTreeMap<u64, Snap>,
     checkpoints: Vec<u64>,
+    /// Checkpoints that failed on a full disk.
+    failed: Vec<u64>,
     savepoints: Vec<u64>,
+    faulty: FaultyStore,
 }
 
 impl Run {
     fn new(kind: Kind, parallelism: u32, retained: usize) -> Self {
         let root = tempfile::tempdir().unwrap();
-        let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(root.path()).unwrap());
+        let local: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(root.path()).unwrap());
+        let faulty = FaultyStore::new(local);
+        let store: Arc<dyn SnapshotStore> = Arc::new(faulty.clone());
         let storage = Self::storage(&store, retained);
         let max = MaxParallelism::new(MAX_PARALLELISM).unwrap();
         let job = Job::new(kind, max, parallelism);
@@ -447,7 +506,9 @@ impl Run {
             next_id: 1,
             snaps: BTreeMap::new(),
             checkpoints: Vec::new(),
+            failed: Vec::new(),
             savepoints: Vec::new(),
+            faulty,
         }
     }
 
@@ -488,13 +549,34 @@ impl Run {
                 self.now += ms;
                 self.job.clock().set(self.now);
             }
-            Op::Checkpoint => {
+            Op::Checkpoint | Op::CheckpointOnFullDisk { .. } => {
                 let id = self.next_id;
                 self.next_id += 1;
-                let job = self
-                    .job
-                    .checkpoint(&self.storage, id)
-                    .map_err(|e| TestCaseError::fail(format!("checkpoint {id}: {e}")))?;
+                if let Op::CheckpointOnFullDisk { space } = *op {
+                    self.faulty.disk_full_after(u64::from(space));
+                }
+                let result = checkpoint(&self.job, &self.storage, id);
+                self.faulty.clear();
+                let job = match result {
+                    Ok(job) => job,
+                    Err(e) if matches!(op, Op::CheckpointOnFullDisk { .. }) => {
+                        prop_assert!(
+                            e.to_string().contains("no space left"),
+                            "checkpoint {} failed for another reason: {}",
+                            id,
+                            e
+                        );
+                        let completed = self.checkpoints.len().saturating_sub(self.retained);
+                        prop_assert_eq!(
+                            self.storage.completed(),
+                            self.checkpoints[completed..].to_vec(),
+                            "a failed checkpoint changes no retained one"
+                        );
+                        self.failed.push(id);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("checkpoint {id}: {e}"))),
+                };
                 self.snaps.insert(
                     id,
                     Snap {
@@ -505,7 +587,13 @@ impl Run {
                     },
                 );
                 self.checkpoints.push(id);
-                check_storage(&self.store, &self.storage, &self.checkpoints, self.retained)?;
+                check_storage(
+                    &self.store,
+                    &self.storage,
+                    &self.checkpoints,
+                    &self.failed,
+                    self.retained,
+                )?;
             }
             Op::Savepoint(format) => {
                 let id = self.next_id;
@@ -565,7 +653,13 @@ impl Run {
             }
             Op::CollectGarbage => {
                 self.storage.collect_garbage().unwrap();
-                check_storage(&self.store, &self.storage, &self.checkpoints, self.retained)?;
+                check_storage(
+                    &self.store,
+                    &self.storage,
+                    &self.checkpoints,
+                    &self.failed,
+                    self.retained,
+                )?;
             }
             _ => apply(&self.job, &mut self.state, self.now, op),
         }
@@ -679,8 +773,11 @@ fn a_program_with_every_step() {
             },
             Advance(80),
             Checkpoint,
+            CheckpointOnFullDisk { space: 100 },
             CollectGarbage,
             RestoreLatest { parallelism: 4 },
+            CheckpointOnFullDisk { space: 60_000 },
+            RestoreLatest { parallelism: 1 },
         ];
         run(kind, 2, 2, &program).unwrap();
     }
