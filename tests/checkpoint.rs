@@ -507,3 +507,54 @@ fn garbage_collection_keeps_everything_a_damaged_checkpoint_might_reference() {
     let report = reopened.collect_garbage().unwrap();
     assert_eq!(report.abandoned, vec![1]);
 }
+
+#[test]
+fn a_job_restored_from_one_root_checkpoints_into_another() {
+    let max = MaxParallelism::new(16).unwrap();
+    let (_old_dir, old_store, old_storage) = storage(1);
+    let job = Job::new(Kind::RocksDb, max, 2);
+    let (mut model, mut rng) = (Model::default(), Rng(53));
+    job.write(&mut model, &mut rng, 500, 2_000);
+    let snapshot = job.checkpoint(&old_storage, 1).unwrap();
+    drop(job);
+    // Same parallelism: the restored backends hold the old root's files as their base...
+    let restored = Job::restore(Kind::RocksDb, &old_store, &snapshot, max, 2).unwrap();
+    restored.write(&mut model, &mut rng, 500, 100);
+    // ...but a checkpoint into a new root cannot reference them: it uploads everything.
+    let (_new_dir, new_store, new_storage) = storage(1);
+    let first = restored.checkpoint(&new_storage, 2).unwrap();
+    assert!(first
+        .files()
+        .all(|f| !f.is_shared() || cairn::shared_file_creator(&f.path) == Some(2)));
+    // Then the chain goes on in the new root.
+    restored.write(&mut model, &mut rng, 500, 100);
+    let second = restored.checkpoint(&new_storage, 3).unwrap();
+    assert!(second
+        .files()
+        .any(|f| cairn::shared_file_creator(&f.path) == Some(2)));
+    Job::restore(Kind::RocksDb, &new_store, &second, max, 3)
+        .unwrap()
+        .check(&model);
+}
+
+#[test]
+fn ids_continue_above_savepoints_after_a_restart() {
+    let max = MaxParallelism::new(16).unwrap();
+    let (_dir, store, storage) = storage(1);
+    let job = Job::new(Kind::Heap, max, 1);
+    job.checkpoint(&storage, 1).unwrap();
+    let pending = storage
+        .begin_savepoint(cairn::SavepointFormat::Canonical)
+        .unwrap();
+    assert_eq!(pending.id(), 2);
+    job.savepoint_into(pending).unwrap();
+    let reopened = CheckpointStorage::open(store, Retention::default()).unwrap();
+    assert!(matches!(reopened.begin(2), Err(Error::Checkpoint { .. })));
+    assert_eq!(
+        reopened
+            .begin_savepoint(cairn::SavepointFormat::Native)
+            .unwrap()
+            .id(),
+        3
+    );
+}

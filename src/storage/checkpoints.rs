@@ -325,6 +325,15 @@ fn metadata_path(id: CheckpointId) -> Result<StoragePath> {
     checkpoint_dir(id)?.join(METADATA_FILE)
 }
 
+/// The id of a top-level `savepoint-<id>-<random>` directory name.
+fn parse_savepoint_dir(name: &str) -> Option<CheckpointId> {
+    name.strip_prefix(SAVEPOINT_PREFIX)?
+        .split_once('-')?
+        .0
+        .parse()
+        .ok()
+}
+
 /// The checkpoint id of a top-level `chk-<id>` directory name.
 fn parse_checkpoint_dir(name: &str) -> Option<CheckpointId> {
     name.strip_prefix("chk-")?.parse().ok()
@@ -358,6 +367,11 @@ fn scan(
     let mut completed = BTreeMap::new();
     let mut highest = 0;
     for path in store.list(None)? {
+        if let Some(id) = parse_savepoint_dir(path.top()) {
+            // Savepoints share the id sequence: a new checkpoint or savepoint goes above.
+            highest = highest.max(id);
+            continue;
+        }
         let Some(id) = parse_checkpoint_dir(path.top()) else {
             continue;
         };

@@ -38,16 +38,25 @@ use crate::{KeyGroupRange, StateMeta};
 pub(super) const STAGING_DIR: &str = "_cairn_staging";
 
 /// The SST files of snapshots, by local file name: of the last completed checkpoint this
-/// backend was told of, and of the ones still pending.
+/// backend was told of, and of the ones still pending; each with the location of the store
+/// that holds them, since a checkpoint can reference only files of its own store.
 #[derive(Debug, Default)]
 pub(super) struct UploadedFiles {
-    confirmed: Option<(CheckpointId, Arc<HashMap<String, SnapshotFile>>)>,
-    pending: BTreeMap<CheckpointId, HashMap<String, SnapshotFile>>,
+    confirmed: Option<Uploads>,
+    pending: BTreeMap<CheckpointId, Uploads>,
+}
+
+#[derive(Debug, Clone)]
+struct Uploads {
+    checkpoint_id: CheckpointId,
+    location: String,
+    files: Arc<HashMap<String, SnapshotFile>>,
 }
 
 impl UploadedFiles {
-    /// Starts the chain from a restored checkpoint whose files are this DB's files.
-    pub(super) fn restored(handle: &KeyedStateHandle) -> Self {
+    /// Starts the chain from a restored checkpoint, read from `location`, whose files are
+    /// this DB's files.
+    pub(super) fn restored(handle: &KeyedStateHandle, location: String) -> Self {
         let files = handle
             .files
             .iter()
@@ -55,22 +64,36 @@ impl UploadedFiles {
             .map(|f| (f.name.clone(), f.clone()))
             .collect();
         UploadedFiles {
-            confirmed: Some((handle.checkpoint_id, Arc::new(files))),
+            confirmed: Some(Uploads {
+                checkpoint_id: handle.checkpoint_id,
+                location,
+                files: Arc::new(files),
+            }),
             pending: BTreeMap::new(),
         }
     }
 
     pub(super) fn complete(&mut self, checkpoint_id: CheckpointId) {
-        if let Some(files) = self.pending.remove(&checkpoint_id) {
+        if let Some(uploads) = self.pending.remove(&checkpoint_id) {
             if self
                 .confirmed
                 .as_ref()
-                .is_none_or(|(confirmed, _)| *confirmed < checkpoint_id)
+                .is_none_or(|confirmed| confirmed.checkpoint_id < checkpoint_id)
             {
-                self.confirmed = Some((checkpoint_id, Arc::new(files)));
+                self.confirmed = Some(uploads);
             }
         }
         self.pending = self.pending.split_off(&checkpoint_id.saturating_add(1));
+    }
+
+    /// The files a checkpoint written to `location` may reference: none if the last
+    /// completed checkpoint is in another store (a job restored from one root and
+    /// checkpointing to another uploads everything once, then references again).
+    fn base(&self, location: &str) -> Arc<HashMap<String, SnapshotFile>> {
+        match &self.confirmed {
+            Some(uploads) if uploads.location == location => uploads.files.clone(),
+            _ => Arc::default(),
+        }
     }
 }
 
@@ -136,14 +159,12 @@ impl StagedCheckpoint {
     fn upload(self, sync_time: std::time::Duration) -> Result<KeyedStateHandle> {
         let started = Instant::now();
         let id = self.request.checkpoint_id;
+        let location = self.request.store.location();
         let base = self
             .uploaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .confirmed
-            .as_ref()
-            .map(|(_, files)| files.clone())
-            .unwrap_or_default();
+            .base(&location);
         let mut names = Vec::new();
         let entries = std::fs::read_dir(&self.staging).map_err(|source| Error::Io {
             op: "list the staging directory",
@@ -201,7 +222,14 @@ impl StagedCheckpoint {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pending
-                .insert(id, ssts);
+                .insert(
+                    id,
+                    Uploads {
+                        checkpoint_id: id,
+                        location,
+                        files: Arc::new(ssts),
+                    },
+                );
         }
         let handle = KeyedStateHandle {
             format: SnapshotFormat::RocksDb,

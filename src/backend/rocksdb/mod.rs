@@ -181,21 +181,35 @@ impl RocksDbBackend {
         self.instance
     }
 
-    fn open(mut b: RocksDbBackendBuilder) -> Result<Self> {
+    fn open(b: RocksDbBackendBuilder) -> Result<Self> {
+        let restoring = b.restore.as_ref().is_some_and(|(_, h)| !h.is_empty());
+        if !restoring {
+            return Self::open_or_restore(b);
+        }
+        restore::check_empty(&b.dir)?;
+        let dir = b.dir.clone();
+        let result = Self::open_or_restore(b);
+        if result.is_err() {
+            // The directory was missing or empty: a failed restore leaves it empty again.
+            restore::clear_dir(&dir);
+        }
+        result
+    }
+
+    fn open_or_restore(mut b: RocksDbBackendBuilder) -> Result<Self> {
         let mut expected_range = b.range;
         let mut uploaded = UploadedFiles::default();
         let mut restore_rest = None;
         if let Some((store, handles)) = b.restore.take().filter(|(_, h)| !h.is_empty()) {
             let started = Instant::now();
             let what = format!("{} into {}", b.range, b.dir.display());
-            restore::check_empty(&b.dir)?;
             let states = restore::validate(store.as_ref(), &handles, &what)?;
             let base = &handles[0];
             if base.format == SnapshotFormat::RocksDb {
                 restore::download_into(store.as_ref(), base, &b.dir)?;
                 expected_range = base.key_groups;
                 if handles.len() == 1 && base.key_groups == b.range {
-                    uploaded = UploadedFiles::restored(base);
+                    uploaded = UploadedFiles::restored(base, store.location());
                 }
             }
             restore_rest = Some((store, handles, states, what, started));

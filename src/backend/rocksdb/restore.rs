@@ -130,6 +130,24 @@ pub(super) fn check_empty(dir: &Path) -> Result<()> {
     }
 }
 
+/// Removes everything a failed restore left in `dir`, which was missing or empty before it.
+pub(super) fn clear_dir(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %path.display(), error = %e, "cannot clean up after a failed restore");
+        }
+    }
+}
+
 impl RocksDbBackend {
     /// Drops everything outside the owned key groups from the restored base, without
     /// reading it.
