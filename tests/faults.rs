@@ -201,18 +201,23 @@ fn failed_checkpoint_case(kind: Kind, inject: impl Fn(&Setup), check_error: impl
     assert!(setup.faulty.fired() > 0);
     setup.faulty.clear();
     assert_eq!(setup.storage.completed(), vec![1]);
-    let commit_point_failed = setup
-        .store
-        .list(None)
-        .unwrap()
-        .iter()
-        .all(|p| p.top() != "chk-2")
-        || err.to_string().contains("_metadata");
-    assert!(
-        commit_point_failed,
-        "an upload failed and chk-2/ was left: {:?}",
-        stored(&setup.store)
-    );
+    let left: Vec<String> = stored(&setup.store)
+        .into_iter()
+        .filter(|p| p.starts_with("chk-2/"))
+        .collect();
+    if err.to_string().contains("_metadata") {
+        // The commit point itself failed: `commit` consumed the pending checkpoint, and its
+        // private files wait for the next commit's collection (checked below).
+        eprintln!(
+            "   the failed commit point left {} files in chk-2/",
+            left.len()
+        );
+    } else {
+        assert!(
+            left.is_empty(),
+            "an upload failed and chk-2/ was left: {left:?}"
+        );
+    }
     assert!(!setup
         .store
         .exists(&cairn::StoragePath::new("chk-2/_metadata").unwrap())
@@ -246,6 +251,31 @@ fn failed_checkpoint_case(kind: Kind, inject: impl Fn(&Setup), check_error: impl
         .iter()
         .all(|p| cairn::shared_file_creator(p) != Some(2)));
     close(job);
+}
+
+#[test]
+#[ignore = "bug: when writing a checkpoint's _metadata fails (here `create` fails, so \
+            nothing was published), CheckpointStorage::commit returns the store's error \
+            without discarding the checkpoint: its chk-<id>/ private files stay until a \
+            later checkpoint's commit collects them, and forever if none completes"]
+fn a_checkpoint_whose_commit_point_fails_is_cleaned_up_at_once() {
+    for kind in KINDS {
+        let setup = setup();
+        let job = Job::new(kind, max(), 2);
+        let (mut model, mut rng) = (Model::default(), Rng(19));
+        job.write(&mut model, &mut rng, 300, 1_000);
+        checkpoint(&job, &setup.storage, 1).unwrap();
+        setup.faulty.inject("_metadata", Fault::FailCreate);
+        let err = checkpoint(&job, &setup.storage, 2).unwrap_err();
+        setup.faulty.clear();
+        assert!(err.to_string().contains("chk-2/_metadata"), "{err}");
+        let left: Vec<String> = stored(&setup.store)
+            .into_iter()
+            .filter(|p| p.starts_with("chk-2/"))
+            .collect();
+        close(job);
+        assert_eq!(left, Vec::<String>::new(), "{kind:?}");
+    }
 }
 
 #[test]
