@@ -58,11 +58,9 @@ enum Command {
     /// or a storage root (then its checkpoints and savepoints are listed). Shows kind, id,
     /// time, operators, states, each subtask's key groups and files, and sizes: total, new
     /// in this snapshot, reused from earlier checkpoints.
-    ///
-    /// Examples:
-    ///   cairn inspect /data/checkpoints
-    ///   cairn inspect /data/checkpoints/chk-42 --count
-    ///   cairn inspect /data/checkpoints/chk-42/_metadata --json
+    #[command(
+        after_help = "Examples:\n  cairn inspect /data/checkpoints\n  cairn inspect /data/checkpoints/chk-42 --count\n  cairn inspect /data/checkpoints/chk-42/_metadata --json"
+    )]
     Inspect {
         /// The snapshot or storage root.
         path: PathBuf,
@@ -80,6 +78,9 @@ enum Command {
     /// recorded size and CRC32, and that every block of every canonical stream reads back.
     ///
     /// Example: cairn verify /data/checkpoints/chk-42
+    #[command(
+        after_help = "Examples:\n  cairn verify /data/checkpoints/chk-42\n  cairn verify /data/savepoints/savepoint-42-1a2b3c4d --json"
+    )]
     Verify {
         /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
         path: PathBuf,
@@ -92,11 +93,9 @@ enum Command {
     ///
     /// Values are decoded by the codecs the state records (UTF-8 and integers as text,
     /// others as 0x-hex); TTL stamps are shown as expiry times; lists one element a row.
-    ///
-    /// Examples:
-    ///   cairn dump /data/checkpoints/chk-42 --operator word-count --state count --limit 20
-    ///   cairn dump /data/checkpoints/chk-42 --operator word-count --state count --key hello
-    ///   cairn dump savepoint-7-1a2b --operator sessions --state by-user --key-hex 000000000000002a
+    #[command(
+        after_help = "Examples:\n  cairn dump /data/checkpoints/chk-42 --operator word-count --state count --limit 20\n  cairn dump /data/checkpoints/chk-42 --operator word-count --state count --key hello\n  cairn dump savepoint-7-1a2b --operator sessions --state by-user --key-hex 000000000000002a"
+    )]
     Dump {
         /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
         path: PathBuf,
@@ -129,6 +128,9 @@ enum Command {
     /// snapshots whole).
     ///
     /// Example: cairn diff /data/checkpoints/chk-41 /data/checkpoints/chk-42 --entries
+    #[command(
+        after_help = "Examples:\n  cairn diff /data/checkpoints/chk-41 /data/checkpoints/chk-42\n  cairn diff /data/checkpoints/chk-42 /data/savepoints/savepoint-43-1a2b3c4d --entries"
+    )]
     Diff {
         /// The older snapshot.
         a: PathBuf,
@@ -148,10 +150,9 @@ enum Command {
     /// and that a checkpoint older than the oldest completed one wrote, and chk-<id>
     /// directories without _metadata older than the latest completed checkpoint.
     /// Completed checkpoints and savepoint directories are never touched.
-    ///
-    /// Examples:
-    ///   cairn gc /data/checkpoints --dry-run
-    ///   cairn gc /data/checkpoints
+    #[command(
+        after_help = "Examples:\n  cairn gc /data/checkpoints --dry-run\n  cairn gc /data/checkpoints"
+    )]
     Gc {
         /// The storage root (the directory holding chk-<id>/ and shared/).
         root: PathBuf,
@@ -171,11 +172,9 @@ enum Command {
     /// (default: each operator's own). Each new subtask's state is restored into a scratch
     /// backend and snapshotted, as a job restoring and taking a savepoint would; TTL'd
     /// entries are carried over as stored. The input is only read.
-    ///
-    /// Examples:
-    ///   cairn convert /data/checkpoints/chk-42 --to canonical --out /data/savepoints
-    ///   cairn convert /data/savepoints/savepoint-42-1a2b3c4d --to native --out /data/native \
-    ///     --parallelism 8
+    #[command(
+        after_help = "Examples:\n  cairn convert /data/checkpoints/chk-42 --to canonical --out /data/savepoints\n  cairn convert /data/savepoints/savepoint-42-1a2b3c4d --to native --out /data/native --parallelism 8"
+    )]
     Convert {
         /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
         path: PathBuf,
