@@ -827,10 +827,6 @@ fn a_handle_naming_another_subtasks_files_is_refused() {
 }
 
 #[test]
-#[ignore = "bug: a RocksDB restore at another parallelism ingests a non-base handle's files \
-            without checking the key groups recorded in them: a _metadata whose handle of \
-            key groups 8..=15 names subtask 0's files (sizes and CRC32s valid) restores at \
-            parallelism 1 without an error, and key groups 8..=15 are silently empty"]
 fn a_rocksdb_rescale_refuses_a_handle_naming_another_subtasks_files() {
     let lying = borrowing_files(real(Kind::RocksDb, 2));
     match Job::restore(Kind::RocksDb, &lying.store, &lying.snapshot, max16(), 1) {
@@ -925,11 +921,6 @@ fn a_refused_rocksdb_restore_leaves_its_target_empty() {
 }
 
 #[test]
-#[ignore = "bug: a RocksDB restore of canonical handles (a heap checkpoint, a canonical \
-            savepoint) does not check the key groups in a stream's header against its \
-            handle's: a _metadata whose handle of key groups 8..=15 names subtask 0's stream \
-            (size and CRC32 valid) restores at any parallelism, even the same, without an \
-            error, and key groups 8..=15 are silently empty (the heap backend refuses it)"]
 fn a_rocksdb_restore_refuses_a_canonical_handle_naming_another_subtasks_stream() {
     let lying = borrowing_files(real(Kind::Heap, 2));
     for parallelism in [2, 1] {

@@ -640,7 +640,11 @@ impl CheckpointStorage {
                 return Err(e);
             }
         };
-        self.store.put(&metadata_path(id)?, &job.encode())?;
+        if let Err(e) = self.store.put(&metadata_path(id)?, &job.encode()) {
+            drop(state);
+            self.discard(id);
+            return Err(e);
+        }
         let job = Arc::new(job);
         state.completed.insert(id, job.clone());
         let total: u64 = job.files().map(|f| f.size).sum();

@@ -48,9 +48,10 @@ pub struct Job {
     pub kind: Kind,
     pub max: MaxParallelism,
     pub parallelism: u32,
-    _dirs: TempDir,
     pub subtasks: Vec<KeyedStateStore>,
     _clock: ManualClock,
+    /// Last: fields drop in order, so the backends close before their directories go.
+    _dirs: TempDir,
 }
 
 impl Job {
@@ -264,16 +265,23 @@ impl Job {
             .iter()
             .map(|s| s.backend().snapshot(pending.request())?.spawn())
             .collect::<cairn::Result<Vec<_>>>()?;
-        for (i, task) in tasks.into_iter().enumerate() {
-            match task.wait() {
+        // Every asynchronous phase finishes before the checkpoint is judged, so an abort
+        // never races an upload.
+        let results: Vec<_> = tasks.into_iter().map(|t| t.wait()).collect();
+        let mut failure = None;
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
                 Ok(handle) => {
                     pending.acknowledge(OPERATOR, self.parallelism, self.max, i as u32, handle)?
                 }
                 Err(e) => {
-                    storage.abort(pending)?;
-                    return Err(e);
+                    failure.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = failure {
+            storage.abort(pending)?;
+            return Err(e);
         }
         let job = storage.commit(pending)?;
         for s in &self.subtasks {

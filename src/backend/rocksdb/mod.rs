@@ -54,7 +54,7 @@ use ttl_filter::TtlFilterFactory;
 
 /// The internal column family holding the backend record and the state metadata.
 pub(super) const META_CF: &str = "_cairn_meta";
-const BACKEND_RECORD: &[u8] = b"backend";
+pub(super) const BACKEND_RECORD: &[u8] = b"backend";
 const STATE_RECORD_PREFIX: &[u8] = b"state/";
 const BACKEND_RECORD_VERSION: u8 = 1;
 
@@ -376,22 +376,17 @@ impl RocksDbBackend {
     }
 
     fn check_backend_record(&self, record: &[u8], expected_range: KeyGroupRange) -> Result<()> {
-        let [version, m0, m1, m2, m3, s0, s1, e0, e1] = record else {
-            return Err(self.corrupted("backend record", format!("{} bytes, not 9", record.len())));
-        };
-        if *version != BACKEND_RECORD_VERSION {
-            return Err(self.corrupted(
-                "backend record",
-                format!("version {version} is not supported (this cairn reads {BACKEND_RECORD_VERSION})"),
-            ));
-        }
-        let max = u32::from_be_bytes([*m0, *m1, *m2, *m3]);
-        let range = KeyGroupRange::new(
-            u16::from_be_bytes([*s0, *s1]),
-            u16::from_be_bytes([*e0, *e1]),
-        );
+        let (max, range) =
+            parse_backend_record(record).map_err(|detail| self.corrupted("backend record", detail))?;
         if expected_range != self.range {
-            // A restore: the key groups are re-cut, the max parallelism cannot be.
+            // A restore: the key groups are re-cut, the max parallelism cannot be, and the
+            // files must be those of the snapshot's key groups.
+            if range != expected_range {
+                return Err(self.corrupted(
+                    "backend record",
+                    format!("the snapshot of {expected_range} holds the files of {range}"),
+                ));
+            }
             return restore::check_max_parallelism(
                 max,
                 self.max_parallelism,
@@ -538,6 +533,25 @@ impl RocksDbBackend {
             detail,
         }
     }
+}
+
+/// The max parallelism and key groups of a backend record (docs/format.md, section 5).
+pub(super) fn parse_backend_record(record: &[u8]) -> std::result::Result<(u32, KeyGroupRange), String> {
+    let [version, m0, m1, m2, m3, s0, s1, e0, e1] = record else {
+        return Err(format!("{} bytes, not 9", record.len()));
+    };
+    if *version != BACKEND_RECORD_VERSION {
+        return Err(format!(
+            "version {version} is not supported (this cairn reads {BACKEND_RECORD_VERSION})"
+        ));
+    }
+    let max = u32::from_be_bytes([*m0, *m1, *m2, *m3]);
+    let start = u16::from_be_bytes([*s0, *s1]);
+    let end = u16::from_be_bytes([*e0, *e1]);
+    if start > end {
+        return Err(format!("key groups {start}..={end} are reversed"));
+    }
+    Ok((max, KeyGroupRange::new(start, end)))
 }
 
 /// The list merge operator: existing value and operands, concatenated in order.

@@ -235,6 +235,7 @@ impl RocksDbBackend {
             false,
         )
         .map_err(|e| rocks("open a snapshot to restore from".into(), e))?;
+        self.check_snapshot_record(&source, temp, handle)?;
         // One job per state and slice of the key groups, written in parallel: each slice is
         // a disjoint key range, so a state's files ingest together without overlapping.
         let slices = key_group_slices(range, TRANSFER_THREADS);
@@ -308,6 +309,34 @@ impl RocksDbBackend {
         drop(guard);
         info!(dir = %self.dir.display(), from = %handle.key_groups, entries = ingested,
             "ingested the entries of another subtask's snapshot");
+        Ok(())
+    }
+}
+
+impl RocksDbBackend {
+    /// Checks that a snapshot opened from `dir` holds the key groups and max parallelism
+    /// its handle says: a `_metadata` naming another subtask's files is refused.
+    fn check_snapshot_record(&self, db: &DB, dir: &Path, handle: &KeyedStateHandle) -> Result<()> {
+        let corrupted = |detail: String| Error::Corrupted {
+            what: "backend record",
+            path: dir.to_path_buf(),
+            detail,
+        };
+        let cf = db
+            .cf_handle(super::META_CF)
+            .ok_or_else(|| corrupted("the snapshot has no _cairn_meta column family".into()))?;
+        let record = db
+            .get_cf(cf, super::BACKEND_RECORD)
+            .map_err(|e| self.rocks("read the backend record of a snapshot", e))?
+            .ok_or_else(|| corrupted("missing".into()))?;
+        let (max, range) = super::parse_backend_record(&record).map_err(corrupted)?;
+        if range != handle.key_groups || max != self.max_parallelism.get() {
+            return Err(corrupted(format!(
+                "the snapshot of {} (max parallelism {}) holds the files of {range} (max \
+                 parallelism {max})",
+                handle.key_groups, self.max_parallelism
+            )));
+        }
         Ok(())
     }
 }

@@ -185,6 +185,17 @@ impl RocksDbBackend {
                 ),
             })?;
         let reader = CanonicalReader::open(store, file)?;
+        if reader.key_groups() != handle.key_groups {
+            return Err(Error::Corrupted {
+                what: "canonical keyed-state stream",
+                path: file.path.as_str().into(),
+                detail: format!(
+                    "the snapshot of {} holds the stream of {}",
+                    handle.key_groups,
+                    reader.key_groups()
+                ),
+            });
+        }
         if reader.max_parallelism() != self.max_parallelism {
             return Err(Error::Restore {
                 what: what.to_string(),
