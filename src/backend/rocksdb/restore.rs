@@ -342,7 +342,7 @@ impl RocksDbBackend {
 }
 
 /// `range` cut into at most `parts` slices of consecutive key groups, in order.
-fn key_group_slices(range: KeyGroupRange, parts: usize) -> Vec<KeyGroupRange> {
+pub(super) fn key_group_slices(range: KeyGroupRange, parts: usize) -> Vec<KeyGroupRange> {
     let len = range.len() as usize;
     let parts = parts.clamp(1, len);
     (0..parts)

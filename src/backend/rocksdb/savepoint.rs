@@ -22,6 +22,7 @@ use crate::backend::rocksdb::{RocksDbBackend, META_CF};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::snapshot::canonical::{CanonicalReader, CanonicalWriter, STREAM_NAME};
+use crate::snapshot::transfer::{in_parallel, TRANSFER_THREADS};
 use crate::snapshot::{
     InstanceId, KeyedStateHandle, PendingSnapshot, SnapshotFile, SnapshotFormat, SnapshotRequest,
 };
@@ -219,44 +220,68 @@ impl RocksDbBackend {
             path: temp.clone(),
             source,
         })?;
-        let paths: Vec<PathBuf> = (0..states.len())
-            .map(|s| temp.join(format!("canonical-{index}-{s}.sst")))
-            .collect();
-        let mut writers: Vec<Option<SstFileWriter<'_>>> = states.iter().map(|_| None).collect();
-        let mut entries = 0u64;
         let sst_error = |path: &Path, e: rocksdb::Error| Error::RocksDb {
             op: "write an SST file to ingest".into(),
             path: path.to_path_buf(),
             detail: e.into_string(),
         };
-        reader.read(range, &mut |state, key, value| {
-            let state = state as usize;
-            let (Some(slot), Some((_, options)), Some(path)) =
-                (writers.get_mut(state), states.get(state), paths.get(state))
-            else {
-                return Err(Error::Corrupted {
-                    what: "canonical keyed-state stream",
-                    path: file.path.as_str().into(),
-                    detail: format!("an entry of state {state}, which the stream does not have"),
-                });
-            };
-            let writer = match slot {
-                Some(writer) => writer,
-                None => {
-                    let writer = SstFileWriter::create(options);
-                    writer.open(path).map_err(|e| sst_error(path, e))?;
-                    slot.insert(writer)
+        // One reader per slice of the key groups, in parallel: each slice writes its own
+        // file per state, and a state's files cover disjoint key ranges.
+        let slices = super::restore::key_group_slices(range, TRANSFER_THREADS);
+        let written = in_parallel(&slices, |slice| {
+            let reader = CanonicalReader::open(store, file)?;
+            let paths: Vec<PathBuf> = (0..states.len())
+                .map(|s| temp.join(format!("canonical-{index}-{s}-{}.sst", slice.start())))
+                .collect();
+            let mut writers: Vec<Option<SstFileWriter<'_>>> = states.iter().map(|_| None).collect();
+            let mut entries = 0u64;
+            reader.read(*slice, &mut |state, key, value| {
+                let state = state as usize;
+                let (Some(slot), Some((_, options)), Some(path)) =
+                    (writers.get_mut(state), states.get(state), paths.get(state))
+                else {
+                    return Err(Error::Corrupted {
+                        what: "canonical keyed-state stream",
+                        path: file.path.as_str().into(),
+                        detail: format!(
+                            "an entry of state {state}, which the stream does not have"
+                        ),
+                    });
+                };
+                let writer = match slot {
+                    Some(writer) => writer,
+                    None => {
+                        let writer = SstFileWriter::create(options);
+                        writer.open(path).map_err(|e| sst_error(path, e))?;
+                        slot.insert(writer)
+                    }
+                };
+                writer.put(key, value).map_err(|e| sst_error(path, e))?;
+                entries += 1;
+                Ok(())
+            })?;
+            let mut files = Vec::new();
+            for (state, (slot, path)) in writers.into_iter().zip(paths).enumerate() {
+                if let Some(mut writer) = slot {
+                    writer.finish().map_err(|e| sst_error(&path, e))?;
+                    files.push((state, path));
                 }
-            };
-            writer.put(key, value).map_err(|e| sst_error(path, e))?;
-            entries += 1;
-            Ok(())
+            }
+            Ok((files, entries))
         })?;
+        let entries: u64 = written.iter().map(|(_, n)| n).sum();
         let guard = self.read();
         let open = guard.as_ref().ok_or(Error::Closed)?;
-        for ((slot, (meta, _)), path) in writers.into_iter().zip(&states).zip(&paths) {
-            let Some(mut writer) = slot else { continue };
-            writer.finish().map_err(|e| sst_error(path, e))?;
+        for (state, (meta, _)) in states.iter().enumerate() {
+            let files: Vec<&PathBuf> = written
+                .iter()
+                .flat_map(|(files, _)| files)
+                .filter(|(s, _)| *s == state)
+                .map(|(_, path)| path)
+                .collect();
+            if files.is_empty() {
+                continue;
+            }
             let cf = open
                 .db
                 .cf_handle(&meta.name)
@@ -264,7 +289,7 @@ impl RocksDbBackend {
             let mut ingest = IngestExternalFileOptions::default();
             ingest.set_move_files(true);
             open.db
-                .ingest_external_file_cf_opts(cf, &ingest, vec![path])
+                .ingest_external_file_cf_opts(cf, &ingest, files)
                 .map_err(|e| self.rocks(format!("ingest state '{}'", meta.name), e))?;
         }
         drop(guard);
