@@ -376,8 +376,8 @@ impl RocksDbBackend {
     }
 
     fn check_backend_record(&self, record: &[u8], expected_range: KeyGroupRange) -> Result<()> {
-        let (max, range) =
-            parse_backend_record(record).map_err(|detail| self.corrupted("backend record", detail))?;
+        let (max, range) = parse_backend_record(record)
+            .map_err(|detail| self.corrupted("backend record", detail))?;
         if expected_range != self.range {
             // A restore: the key groups are re-cut, the max parallelism cannot be, and the
             // files must be those of the snapshot's key groups.
@@ -536,7 +536,9 @@ impl RocksDbBackend {
 }
 
 /// The max parallelism and key groups of a backend record (docs/format.md, section 5).
-pub(super) fn parse_backend_record(record: &[u8]) -> std::result::Result<(u32, KeyGroupRange), String> {
+pub(super) fn parse_backend_record(
+    record: &[u8],
+) -> std::result::Result<(u32, KeyGroupRange), String> {
     let [version, m0, m1, m2, m3, s0, s1, e0, e1] = record else {
         return Err(format!("{} bytes, not 9", record.len()));
     };
