@@ -1272,3 +1272,37 @@ fn convert_refuses_a_parallelism_out_of_range_and_leaves_nothing() {
     );
     assert!(tree(&out).is_empty(), "{:?}", tree(&out));
 }
+
+#[test]
+fn inspect_lists_operator_state_per_subtask() {
+    let (_dir, root) = checkpoint_with_a_source(Kind::Heap);
+    let chk = root.join("chk-2");
+    let report = json(&run(&[&"inspect", &chk, &"--json"], 0));
+    let source = report["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == SOURCE)
+        .unwrap();
+    let states = source["operator_state"].as_array().unwrap();
+    let by_name = |name: &str| states.iter().find(|s| s["name"] == name).unwrap().clone();
+    assert_eq!(by_name("offsets")["kind"], "list");
+    assert_eq!(
+        by_name("offsets")["items_per_subtask"],
+        serde_json::json!([2, 2, 2])
+    );
+    assert_eq!(by_name("partitions")["kind"], "union-list");
+    assert_eq!(by_name("config")["kind"], "broadcast");
+    assert_eq!(by_name("config")["key_codec"], "utf8 v1");
+    assert_eq!(
+        by_name("config")["items_per_subtask"],
+        serde_json::json!([2, 2, 2])
+    );
+    let text = stdout(&run(&[&"inspect", &chk], 0));
+    assert!(
+        text.contains(
+            "operator state offsets (list, element u64-be v1): [2, 2, 2] items per subtask"
+        ),
+        "{text}"
+    );
+}

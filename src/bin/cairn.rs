@@ -527,6 +527,16 @@ fn print_snapshot(r: &SnapshotReport) {
             size(op.new_bytes),
             size(op.reused_bytes)
         );
+        for state in &op.operator_state {
+            let codecs = match &state.key_codec {
+                Some(key) => format!("key {key}, value {}", state.value_codec),
+                None => format!("element {}", state.value_codec),
+            };
+            println!(
+                "  operator state {} ({}, {codecs}): {:?} items per subtask",
+                state.name, state.kind, state.items_per_subtask
+            );
+        }
         if op.subtasks.is_empty() {
             println!("  no keyed state");
             continue;

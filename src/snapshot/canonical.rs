@@ -52,7 +52,7 @@ pub(crate) const VERSION: u16 = 1;
 pub(crate) const BLOCK_CAP: usize = 1 << 20;
 
 /// The zstd level blocks are compressed with (any level decodes the same).
-const ZSTD_LEVEL: i32 = 3;
+const ZSTD_LEVEL: i32 = 1;
 
 /// Magic, version and header payload length.
 const PREFIX_LEN: u64 = 8 + 2 + 4;

@@ -83,6 +83,51 @@ pub struct OperatorReport {
     pub states: Vec<StateReport>,
     /// Its subtasks, in order.
     pub subtasks: Vec<SubtaskReport>,
+    /// Its operator (non-keyed) states.
+    pub operator_state: Vec<OperatorStateReport>,
+}
+
+/// One operator state of an operator, across its subtasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperatorStateReport {
+    /// Its name.
+    pub name: String,
+    /// `list`, `union-list` or `broadcast`.
+    pub kind: String,
+    /// The element codec (broadcast: the value codec), `id vN`.
+    pub value_codec: String,
+    /// The key codec of a broadcast state.
+    pub key_codec: Option<String>,
+    /// Elements (broadcast: entries) held by each subtask, in subtask order.
+    pub items_per_subtask: Vec<usize>,
+}
+
+fn operator_state_reports(op: &crate::OperatorSnapshot) -> Vec<OperatorStateReport> {
+    let mut reports: Vec<OperatorStateReport> = Vec::new();
+    for (subtask, snapshot) in op.operator_state.iter().enumerate() {
+        for (name, entry) in &snapshot.states {
+            let index = match reports.iter().position(|r| &r.name == name) {
+                Some(index) => index,
+                None => {
+                    reports.push(OperatorStateReport {
+                        name: name.clone(),
+                        kind: match entry.kind {
+                            crate::OperatorStateKind::List => "list",
+                            crate::OperatorStateKind::UnionList => "union-list",
+                            crate::OperatorStateKind::Broadcast => "broadcast",
+                        }
+                        .into(),
+                        value_codec: entry.value_codec.to_string(),
+                        key_codec: entry.key_codec.as_ref().map(ToString::to_string),
+                        items_per_subtask: vec![0; op.operator_state.len()],
+                    });
+                    reports.len() - 1
+                }
+            };
+            reports[index].items_per_subtask[subtask] = entry.items.len();
+        }
+    }
+    reports
 }
 
 /// One state of an operator.
@@ -327,6 +372,7 @@ pub(crate) fn snapshot_report(snapshot: &OpenSnapshot) -> SnapshotReport {
                 reused_bytes: subtasks.iter().map(|s| s.reused_bytes).sum(),
                 states,
                 subtasks,
+                operator_state: operator_state_reports(op),
             }
         })
         .collect();

@@ -416,6 +416,17 @@ impl RocksDbBackend {
         opts
     }
 
+    /// The options of the SST files a restore writes to ingest: the state's, but LZ4 at the
+    /// bottom level too. Ingested files land there; zstd would cost a restore a quarter of
+    /// its time, and the next compaction of those files recompresses them with zstd.
+    fn ingest_file_options(&self, meta: &StateMeta) -> rocksdb::Options {
+        let mut options = self.state_cf_options(meta, &Arc::default());
+        if self.options.compression {
+            options.set_bottommost_compression_type(rocksdb::DBCompressionType::Lz4);
+        }
+        options
+    }
+
     fn state_cf_options(&self, meta: &StateMeta, ttl_millis: &Arc<AtomicU64>) -> rocksdb::Options {
         let mut cf = self.options.column_family(&self.budget);
         match meta.kind {

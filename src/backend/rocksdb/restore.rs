@@ -16,8 +16,6 @@
 //! memtable.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, IngestExternalFileOptions, SstFileWriter, DB};
 use tracing::info;
@@ -214,10 +212,8 @@ impl RocksDbBackend {
             detail: e.into_string(),
         };
         let metas: Vec<&StateMeta> = handle.states.iter().collect();
-        let options: Vec<rocksdb::Options> = metas
-            .iter()
-            .map(|m| self.state_cf_options(m, &Arc::new(AtomicU64::new(0))))
-            .collect();
+        let options: Vec<rocksdb::Options> =
+            metas.iter().map(|m| self.ingest_file_options(m)).collect();
         let mut descriptors = vec![ColumnFamilyDescriptor::new(
             super::META_CF,
             rocksdb::Options::default(),

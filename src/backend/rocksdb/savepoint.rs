@@ -12,7 +12,6 @@
 //! put per key, no memtable.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use rocksdb::{ColumnFamilyDescriptor, IngestExternalFileOptions, SstFileWriter, DB};
@@ -212,7 +211,7 @@ impl RocksDbBackend {
         let states: Vec<(StateMeta, rocksdb::Options)> = reader
             .states()
             .iter()
-            .map(|m| (m.clone(), self.state_cf_options(m, &Arc::default())))
+            .map(|m| (m.clone(), self.ingest_file_options(m)))
             .collect();
         let temp = self.dir.join(super::restore::RESTORE_DIR);
         std::fs::create_dir_all(&temp).map_err(|source| Error::Io {
