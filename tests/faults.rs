@@ -58,38 +58,6 @@ fn setup() -> Setup {
     }
 }
 
-/// Takes checkpoint `id` of every subtask and commits it; if a subtask fails, waits for
-/// every other one before aborting (so that no upload lands after the abort).
-fn checkpoint(job: &Job, storage: &CheckpointStorage, id: u64) -> cairn::Result<Arc<JobSnapshot>> {
-    let mut pending = storage.begin(id)?;
-    let tasks = job
-        .subtasks
-        .iter()
-        .map(|s| s.backend().snapshot(pending.request())?.spawn())
-        .collect::<cairn::Result<Vec<_>>>()?;
-    let results: Vec<_> = tasks.into_iter().map(|t| t.wait()).collect();
-    let mut failure = None;
-    for (i, result) in results.into_iter().enumerate() {
-        match result {
-            Ok(handle) => {
-                pending.acknowledge(OPERATOR, job.parallelism, job.max, i as u32, handle)?
-            }
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = failure {
-        storage.abort(pending)?;
-        return Err(e);
-    }
-    let snapshot = storage.commit(pending)?;
-    for s in &job.subtasks {
-        s.backend().notify_checkpoint_complete(id);
-    }
-    Ok(snapshot)
-}
-
 /// Checks a restored job against `model`, and closes it (a `Job` dropped open deletes its
 /// directories first, and RocksDB then takes a second to close).
 fn restored(job: Job, model: &Model) {
@@ -192,12 +160,12 @@ fn failed_checkpoint_case(kind: Kind, inject: impl Fn(&Setup), check_error: impl
     let job = Job::new(kind, max(), 2);
     let (mut model, mut rng) = (Model::default(), Rng(5));
     job.write(&mut model, &mut rng, 300, 1_000);
-    checkpoint(&job, &setup.storage, 1).unwrap();
+    job.checkpoint(&setup.storage, 1).unwrap();
     let at_one = model.clone();
     job.write(&mut model, &mut rng, 300, 1_000);
 
     inject(&setup);
-    let err = checkpoint(&job, &setup.storage, 2).unwrap_err();
+    let err = job.checkpoint(&setup.storage, 2).unwrap_err();
     check_error(&err);
     assert!(setup.faulty.fired() > 0);
     setup.faulty.clear();
@@ -237,7 +205,7 @@ fn failed_checkpoint_case(kind: Kind, inject: impl Fn(&Setup), check_error: impl
     job.check(&model);
     job.write(&mut model, &mut rng, 300, 500);
     job.check(&model);
-    let three = checkpoint(&job, &setup.storage, 3).unwrap();
+    let three = job.checkpoint(&setup.storage, 3).unwrap();
     restored(
         Job::restore(kind, &setup.store, &three, max(), 2).unwrap(),
         &model,
@@ -261,9 +229,9 @@ fn a_checkpoint_whose_commit_point_fails_is_cleaned_up_at_once() {
         let job = Job::new(kind, max(), 2);
         let (mut model, mut rng) = (Model::default(), Rng(19));
         job.write(&mut model, &mut rng, 300, 1_000);
-        checkpoint(&job, &setup.storage, 1).unwrap();
+        job.checkpoint(&setup.storage, 1).unwrap();
         setup.faulty.inject("_metadata", Fault::FailCreate);
-        let err = checkpoint(&job, &setup.storage, 2).unwrap_err();
+        let err = job.checkpoint(&setup.storage, 2).unwrap_err();
         setup.faulty.clear();
         assert!(err.to_string().contains("chk-2/_metadata"), "{err}");
         let left: Vec<String> = stored(&setup.store)
@@ -283,7 +251,7 @@ fn uploads_that_land_after_an_abort_are_collected_later() {
     let job = Job::new(Kind::RocksDb, max(), 2);
     let (mut model, mut rng) = (Model::default(), Rng(7));
     job.write(&mut model, &mut rng, 300, 1_000);
-    checkpoint(&job, &setup.storage, 1).unwrap();
+    job.checkpoint(&setup.storage, 1).unwrap();
     job.write(&mut model, &mut rng, 300, 1_000);
     let pending = setup.storage.begin(2).unwrap();
     setup
@@ -316,7 +284,7 @@ fn uploads_that_land_after_an_abort_are_collected_later() {
         stored(&setup.store).iter().any(|p| p.starts_with("chk-2/")),
         "the stragglers wrote after the abort"
     );
-    checkpoint(&job, &setup.storage, 3).unwrap();
+    job.checkpoint(&setup.storage, 3).unwrap();
     assert_only_retained(&setup, "the next commit collects the stragglers' files");
     let latest = setup.storage.latest().unwrap();
     restored(
@@ -431,7 +399,7 @@ fn a_failed_restore_names_the_file_and_why_and_leaves_a_removable_target() {
         let job = Job::new(kind, max(), 2);
         let (mut model, mut rng) = (Model::default(), Rng(11));
         job.write(&mut model, &mut rng, 300, 2_000);
-        let snapshot = checkpoint(&job, &setup.storage, 1).unwrap();
+        let snapshot = job.checkpoint(&setup.storage, 1).unwrap();
         for parallelism in [2, 3] {
             for (matching, fault) in read_faults(kind) {
                 eprintln!("-- {kind:?} at {parallelism}: {fault:?} on {matching}");
@@ -468,13 +436,13 @@ fn a_file_truncated_by_the_store_fails_the_restore_naming_it() {
         let job = Job::new(kind, max(), 2);
         let (mut model, mut rng) = (Model::default(), Rng(13));
         job.write(&mut model, &mut rng, 300, 2_000);
-        checkpoint(&job, &setup.storage, 1).unwrap();
+        job.checkpoint(&setup.storage, 1).unwrap();
         job.write(&mut model, &mut rng, 300, 200);
         // The store loses the tail of one file, and says nothing: the checkpoint commits.
         setup
             .faulty
             .inject_times(data, Fault::Truncate { keep: 64 }, 1);
-        let snapshot = checkpoint(&job, &setup.storage, 2).unwrap();
+        let snapshot = job.checkpoint(&setup.storage, 2).unwrap();
         setup.faulty.clear();
         let truncated = snapshot
             .files()
@@ -510,7 +478,7 @@ fn a_failed_rocksdb_restore_leaves_its_target_as_it_found_it() {
     let job = Job::new(Kind::RocksDb, max(), 1);
     let (mut model, mut rng) = (Model::default(), Rng(17));
     job.write(&mut model, &mut rng, 300, 2_000);
-    let snapshot = checkpoint(&job, &setup.storage, 1).unwrap();
+    let snapshot = job.checkpoint(&setup.storage, 1).unwrap();
     close(job);
     setup.faulty.inject("CURRENT", Fault::FailOpen);
     let target = tempfile::tempdir().unwrap();

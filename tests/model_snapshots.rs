@@ -34,7 +34,7 @@ use cairn::{
     SubStore, TtlConfig,
 };
 use common::faulty_store::FaultyStore;
-use common::job::{Job, OPERATOR};
+use common::job::Job;
 use common::Kind;
 use proptest::prelude::*;
 use proptest::test_runner::{RngSeed, TestCaseError};
@@ -209,38 +209,6 @@ fn register(job: &Job) {
         store.map_state(&map_state()).unwrap();
         store.value_state(&ttl_state()).unwrap();
     }
-}
-
-/// Takes checkpoint `id` of every subtask and commits it; if a subtask fails, waits for
-/// every other one before aborting, so that no upload lands after the abort.
-fn checkpoint(job: &Job, storage: &CheckpointStorage, id: u64) -> cairn::Result<Arc<JobSnapshot>> {
-    let mut pending = storage.begin(id)?;
-    let tasks = job
-        .subtasks
-        .iter()
-        .map(|s| s.backend().snapshot(pending.request())?.spawn())
-        .collect::<cairn::Result<Vec<_>>>()?;
-    let results: Vec<_> = tasks.into_iter().map(|t| t.wait()).collect();
-    let mut failure = None;
-    for (i, result) in results.into_iter().enumerate() {
-        match result {
-            Ok(handle) => {
-                pending.acknowledge(OPERATOR, job.parallelism, job.max, i as u32, handle)?
-            }
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = failure {
-        storage.abort(pending)?;
-        return Err(e);
-    }
-    let snapshot = storage.commit(pending)?;
-    for s in &job.subtasks {
-        s.backend().notify_checkpoint_complete(id);
-    }
-    Ok(snapshot)
 }
 
 /// Closes the subtasks of a job about to be dropped: while its directories still exist (a
@@ -555,7 +523,7 @@ impl Run {
                 if let Op::CheckpointOnFullDisk { space } = *op {
                     self.faulty.disk_full_after(u64::from(space));
                 }
-                let result = checkpoint(&self.job, &self.storage, id);
+                let result = self.job.checkpoint(&self.storage, id);
                 self.faulty.clear();
                 let job = match result {
                     Ok(job) => job,

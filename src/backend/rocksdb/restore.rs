@@ -15,7 +15,7 @@
 //! move those files without reading them; nothing is ever written key by key into a
 //! memtable.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, IngestExternalFileOptions, SstFileWriter, DB};
 use tracing::info;
@@ -275,34 +275,12 @@ impl RocksDbBackend {
                 None => Ok((state, None, 0)),
             }
         })?;
-        let mut ingested = 0u64;
-        let guard = self.read();
-        let open = guard.as_ref().ok_or(Error::Closed)?;
-        for (state, meta) in metas.iter().enumerate() {
-            let files: Vec<&PathBuf> = written
-                .iter()
-                .filter(|(s, _, _)| *s == state)
-                .filter_map(|(_, path, _)| path.as_ref())
-                .collect();
-            ingested += written
-                .iter()
-                .filter(|(s, _, _)| *s == state)
-                .map(|(_, _, count)| count)
-                .sum::<u64>();
-            if files.is_empty() {
-                continue;
-            }
-            let target = open
-                .db
-                .cf_handle(&meta.name)
-                .ok_or_else(|| self.missing_cf(&meta.name))?;
-            let mut ingest = IngestExternalFileOptions::default();
-            ingest.set_move_files(true);
-            open.db
-                .ingest_external_file_cf_opts(target, &ingest, files)
-                .map_err(|e| self.rocks(format!("ingest state '{}'", meta.name), e))?;
-        }
-        drop(guard);
+        let ingested: u64 = written.iter().map(|(_, _, count)| count).sum();
+        let files: Vec<(&str, &Path)> = written
+            .iter()
+            .filter_map(|(state, path, _)| Some((metas[*state].name.as_str(), path.as_deref()?)))
+            .collect();
+        self.ingest_files(&files)?;
         info!(dir = %self.dir.display(), from = %handle.key_groups, entries = ingested,
             "ingested the entries of another subtask's snapshot");
         Ok(())
@@ -310,6 +288,36 @@ impl RocksDbBackend {
 }
 
 impl RocksDbBackend {
+    /// Ingests SST files written for a restore, each named with its state: one ingestion
+    /// per state, whose files cover disjoint key ranges.
+    pub(super) fn ingest_files(&self, files: &[(&str, &Path)]) -> Result<()> {
+        let guard = self.read();
+        let open = guard.as_ref().ok_or(Error::Closed)?;
+        let mut names: Vec<&str> = Vec::new();
+        for (name, _) in files {
+            if !names.contains(name) {
+                names.push(name);
+            }
+        }
+        for name in names {
+            let paths: Vec<&Path> = files
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, path)| *path)
+                .collect();
+            let cf = open
+                .db
+                .cf_handle(name)
+                .ok_or_else(|| self.missing_cf(name))?;
+            let mut ingest = IngestExternalFileOptions::default();
+            ingest.set_move_files(true);
+            open.db
+                .ingest_external_file_cf_opts(cf, &ingest, paths)
+                .map_err(|e| self.rocks(format!("ingest state '{name}'"), e))?;
+        }
+        Ok(())
+    }
+
     /// Checks that a snapshot opened from `dir` holds the key groups and max parallelism
     /// its handle says: a `_metadata` naming another subtask's files is refused.
     fn check_snapshot_record(&self, db: &DB, dir: &Path, handle: &KeyedStateHandle) -> Result<()> {

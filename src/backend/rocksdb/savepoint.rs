@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rocksdb::{ColumnFamilyDescriptor, IngestExternalFileOptions, SstFileWriter, DB};
+use rocksdb::{ColumnFamilyDescriptor, SstFileWriter, DB};
 use tracing::info;
 
 use crate::backend::rocksdb::{RocksDbBackend, META_CF};
@@ -269,29 +269,12 @@ impl RocksDbBackend {
             Ok((files, entries))
         })?;
         let entries: u64 = written.iter().map(|(_, n)| n).sum();
-        let guard = self.read();
-        let open = guard.as_ref().ok_or(Error::Closed)?;
-        for (state, (meta, _)) in states.iter().enumerate() {
-            let files: Vec<&PathBuf> = written
-                .iter()
-                .flat_map(|(files, _)| files)
-                .filter(|(s, _)| *s == state)
-                .map(|(_, path)| path)
-                .collect();
-            if files.is_empty() {
-                continue;
-            }
-            let cf = open
-                .db
-                .cf_handle(&meta.name)
-                .ok_or_else(|| self.missing_cf(&meta.name))?;
-            let mut ingest = IngestExternalFileOptions::default();
-            ingest.set_move_files(true);
-            open.db
-                .ingest_external_file_cf_opts(cf, &ingest, files)
-                .map_err(|e| self.rocks(format!("ingest state '{}'", meta.name), e))?;
-        }
-        drop(guard);
+        let files: Vec<(&str, &Path)> = written
+            .iter()
+            .flat_map(|(files, _)| files)
+            .map(|(state, path)| (states[*state].0.name.as_str(), path.as_path()))
+            .collect();
+        self.ingest_files(&files)?;
         let _ = std::fs::remove_dir_all(&temp);
         info!(dir = %self.dir.display(), from = %handle.key_groups, entries,
             "ingested a canonical snapshot");
