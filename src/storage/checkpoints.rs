@@ -197,13 +197,7 @@ impl PendingCheckpoint {
         handle: KeyedStateHandle,
     ) -> Result<()> {
         let id = self.id();
-        let fail = |detail: String| Error::Checkpoint {
-            checkpoint_id: id,
-            detail: format!("operator '{operator_id}', subtask {subtask}: {detail}"),
-        };
-        if operator_id.is_empty() {
-            return Err(fail("the operator id is empty".into()));
-        }
+        let fail = |detail: String| subtask_error(id, operator_id, subtask, detail);
         if handle.checkpoint_id != id {
             return Err(fail(format!(
                 "the handle is for checkpoint {}",
@@ -219,6 +213,7 @@ impl PendingCheckpoint {
                 handle.key_groups
             )));
         }
+        // Checked before the operator is created, so a refused handle leaves nothing behind.
         let operator = self.operator(operator_id, parallelism, max_parallelism, subtask)?;
         let slot = &mut operator.subtasks[subtask as usize];
         if slot.is_some() {
@@ -247,12 +242,12 @@ impl PendingCheckpoint {
         let operator = self.operator(operator_id, parallelism, max_parallelism, subtask)?;
         let slot = &mut operator.operator_state[subtask as usize];
         if slot.is_some() {
-            return Err(Error::Checkpoint {
-                checkpoint_id: id,
-                detail: format!(
-                    "operator '{operator_id}', subtask {subtask}: its operator state was already acknowledged"
-                ),
-            });
+            return Err(subtask_error(
+                id,
+                operator_id,
+                subtask,
+                "its operator state was already acknowledged".into(),
+            ));
         }
         *slot = Some(state);
         Ok(())
@@ -267,10 +262,7 @@ impl PendingCheckpoint {
         subtask: u32,
     ) -> Result<&mut PendingOperator> {
         let id = self.id();
-        let fail = |detail: String| Error::Checkpoint {
-            checkpoint_id: id,
-            detail: format!("operator '{operator_id}', subtask {subtask}: {detail}"),
-        };
+        let fail = |detail: String| subtask_error(id, operator_id, subtask, detail);
         if operator_id.is_empty() {
             return Err(fail("the operator id is empty".into()));
         }
@@ -295,6 +287,14 @@ impl PendingCheckpoint {
             )));
         }
         Ok(operator)
+    }
+}
+
+/// The error for an acknowledgement that cannot be taken.
+fn subtask_error(id: CheckpointId, operator_id: &str, subtask: u32, detail: String) -> Error {
+    Error::Checkpoint {
+        checkpoint_id: id,
+        detail: format!("operator '{operator_id}', subtask {subtask}: {detail}"),
     }
 }
 
