@@ -74,6 +74,15 @@ pub trait Codec<T>: Send + Sync {
 
     /// The codec's identity, recorded in state metadata and snapshots.
     fn info(&self) -> CodecInfo;
+
+    /// Whether this codec decodes, as they are, the bytes that the codec `written_by`
+    /// encoded: a state held with `written_by` is then registered with this codec without
+    /// rewriting anything, and its record takes this codec's identity (schema evolution,
+    /// "compatible as is"). By default only its own id and version; a codec whose new
+    /// version still reads an older one's bytes says so here.
+    fn can_read(&self, written_by: &CodecInfo) -> bool {
+        *written_by == self.info()
+    }
 }
 
 /// Raw bytes, stored as they are.

@@ -37,6 +37,22 @@ pub enum Error {
         requested: String,
     },
 
+    /// A state is registered with a value codec that cannot read the values it holds, and
+    /// its descriptor has no migration from the codec that wrote them. Nothing was changed.
+    #[error(
+        "state '{state}' holds values written by {stored}, which {requested} does not read; \
+         give the descriptor a migration from {stored} (with_migration), or register it with \
+         {stored} as before; nothing was changed"
+    )]
+    SchemaIncompatible {
+        /// The state name.
+        state: String,
+        /// The value codec (id and version) that wrote the held values.
+        stored: String,
+        /// The value codec the registration asked for.
+        requested: String,
+    },
+
     /// A state name that cairn reserves for itself, or that RocksDB cannot use.
     #[error("state name '{state}' is not allowed: {reason}")]
     InvalidStateName {
@@ -69,7 +85,7 @@ pub enum Error {
     Codec {
         /// The state whose bytes were involved.
         state: String,
-        /// `encode` or `decode`.
+        /// `encode`, `decode`, or `migrate` (a migration function failed).
         action: &'static str,
         /// `key`, `value`, `user key`, `element`, ...
         part: &'static str,
@@ -200,12 +216,15 @@ impl Error {
         match self {
             Error::InvalidConfig { .. }
             | Error::StateMismatch { .. }
+            | Error::SchemaIncompatible { .. }
             | Error::InvalidStateName { .. }
             | Error::KeyGroupNotOwned { .. }
             | Error::BackendMismatch { .. }
             | Error::InvalidPath { .. }
             | Error::Restore { .. } => ErrorKind::InvalidInput,
-            Error::Codec { action, .. } if *action == "encode" => ErrorKind::InvalidInput,
+            Error::Codec { action, .. } if *action == "encode" || *action == "migrate" => {
+                ErrorKind::InvalidInput
+            }
             Error::Codec { .. } | Error::Corrupted { .. } => ErrorKind::DataCorruption,
             Error::Closed => ErrorKind::Closed,
             Error::NotFound { .. } => ErrorKind::NotFound,

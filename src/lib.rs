@@ -9,6 +9,9 @@
 //! [`MapState`], [`ReducingState`], [`AggregatingState`], handed out by a
 //! [`KeyedStateStore`]) encode with [`Codec`]s and call the byte-level
 //! [`KeyedStateBackend`], implemented by [`HeapBackend`] and [`RocksDbBackend`].
+//! [`TimerService`]s keep event-time and processing-time timers per key and namespace in the
+//! same backend, through checkpoints, savepoints and rescaling. A state's value codec may
+//! change between job versions: [`StateDescriptor::with_migration`] rewrites its values once.
 //!
 //! ## Quick start
 //! ```
@@ -57,8 +60,8 @@ pub mod tools;
 mod ttl;
 
 pub use backend::{
-    HeapBackend, KeyedStateBackend, MemoryBudget, RocksDbBackend, RocksDbBackendBuilder,
-    RocksDbOptions, StateId, StateKind, StateMeta, Visit,
+    HeapBackend, KeyedStateBackend, MemoryBudget, PayloadRewrite, RocksDbBackend,
+    RocksDbBackendBuilder, RocksDbOptions, StateId, StateKind, StateMeta, TimeDomain, Visit,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{BigEndian, Bincode, Bytes, Codec, CodecError, CodecInfo, Utf8};
@@ -75,7 +78,8 @@ pub use snapshot::{
 };
 pub use state::{
     AggregateFunction, AggregatingState, KeyedStateStore, Keys, ListState, MapIter, MapState,
-    MapStateDescriptor, Namespaced, ReducingState, StateDescriptor, ValueState,
+    MapStateDescriptor, Namespaced, ReducingState, StateDescriptor, Timer, TimerService,
+    ValueState,
 };
 pub use storage::{
     begin_savepoint, latest_checkpoint, list_savepoints, read_checkpoint, read_savepoint,
@@ -90,5 +94,6 @@ pub mod layout {
         key_group_of, prefix_successor, read_framed, read_varint, write_framed, write_prefix,
         write_varint, CompositeKey,
     };
+    pub use crate::backend::timers::{write_timer_key, TimerKey};
     pub use crate::ttl::{entry_expired, read_stamp, STAMP_LEN};
 }

@@ -421,16 +421,24 @@ fn registering_a_state_again_differently_is_refused_and_changes_nothing() {
         assert!(
             matches!(as_list, Err(Error::StateMismatch { ref state, .. }) if state == "counts")
         );
+        // Another value codec, or version, with no migration from the held one.
         let other_codec = store.value_state(&StateDescriptor::<String, String>::new(
             "counts", Utf8, Utf8,
         ));
-        assert!(matches!(other_codec, Err(Error::StateMismatch { .. })));
+        assert!(matches!(other_codec, Err(Error::SchemaIncompatible { .. })));
         let other_version = store.value_state(&StateDescriptor::<String, u64>::new(
             "counts",
             Utf8,
             Bincode::with_version(2),
         ));
-        assert!(matches!(other_version, Err(Error::StateMismatch { .. })));
+        assert!(matches!(
+            other_version,
+            Err(Error::SchemaIncompatible { .. })
+        ));
+        let other_key = store.value_state(&StateDescriptor::<u64, u64>::new(
+            "counts", BigEndian, BigEndian,
+        ));
+        assert!(matches!(other_key, Err(Error::StateMismatch { .. })));
         let with_ttl =
             store.value_state(&counts().with_ttl(TtlConfig::new(Duration::from_secs(1))));
         assert!(matches!(with_ttl, Err(Error::StateMismatch { .. })));
@@ -595,6 +603,12 @@ fn rocksdb_backend_reopens_with_its_states() {
     assert!(matches!(
         store.value_state(&StateDescriptor::<String, String>::new(
             "counts", Utf8, Utf8
+        )),
+        Err(Error::SchemaIncompatible { .. })
+    ));
+    assert!(matches!(
+        store.list_state(&StateDescriptor::<String, u64>::new(
+            "counts", Utf8, BigEndian
         )),
         Err(Error::StateMismatch { .. })
     ));

@@ -197,7 +197,7 @@ fn a_codec_version_change_is_refused_naming_the_state_and_both_versions() {
             let v2 = StateDescriptor::<String, u64>::new("totals", Utf8, Bincode::with_version(2));
             let err = restored.subtasks[0].value_state(&v2).err().unwrap();
             let message = err.to_string();
-            assert!(matches!(err, Error::StateMismatch { .. }), "{message}");
+            assert!(matches!(err, Error::SchemaIncompatible { .. }), "{message}");
             assert!(message.contains("'totals'"), "{message}");
             assert!(
                 message.contains("v1") && message.contains("v2"),

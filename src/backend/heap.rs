@@ -12,6 +12,10 @@
 //! live maps go on changing. A restore reads from each handle's stream only the key groups
 //! the new backend owns.
 //!
+//! A timer set is a state like the others (its entries are timer keys with empty values),
+//! plus its [`TimerQueue`], built from the entries when a timer method first needs it, so a
+//! restored backend rebuilds it from what it restored.
+//!
 //! [`purge_expired`]: crate::KeyedStateBackend::purge_expired
 //! [`canonical`]: crate::snapshot::canonical
 
@@ -20,11 +24,15 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use imbl::OrdMap;
 
+use crate::backend::migrate::{rewrite_stored, PayloadRewrite};
+use crate::backend::timers::{TimerQueue, TimerStore};
 use crate::backend::{
-    check_owned, check_prefix, register_in, unknown_state, StateId, StateMeta, Visit,
+    check_evolution, check_not_timers, check_owned, check_prefix, check_timers, register_in,
+    unknown_state, StateId, StateMeta, Visit,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::keygroup::KeyGroup;
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::snapshot::canonical::{CanonicalReader, CanonicalWriter, STREAM_NAME};
 use crate::snapshot::{
@@ -59,6 +67,52 @@ pub struct HeapBackend {
 struct HeapState {
     meta: StateMeta,
     entries: Entries,
+    /// A timer set's queue, once a timer method built it.
+    timers: Option<TimerQueue>,
+}
+
+impl HeapState {
+    fn new(meta: StateMeta, entries: Entries) -> Self {
+        HeapState {
+            meta,
+            entries,
+            timers: None,
+        }
+    }
+}
+
+/// A timer set's entries as the store of its queue.
+struct HeapTimers<'a>(&'a mut Entries);
+
+impl TimerStore for HeapTimers<'_> {
+    fn insert(&mut self, timer: &[u8]) -> Result<()> {
+        self.0.insert(timer.to_vec(), Vec::new());
+        Ok(())
+    }
+
+    fn remove(&mut self, timer: &[u8]) -> Result<()> {
+        self.0.remove(timer);
+        Ok(())
+    }
+
+    fn load(
+        &mut self,
+        key_group: KeyGroup,
+        from: Option<&[u8]>,
+        limit: usize,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let prefix = key_group.to_be_bytes();
+        let lower = from.unwrap_or(&prefix[..]);
+        out.extend(
+            self.0
+                .range::<_, [u8]>((Bound::Included(lower), Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .take(limit)
+                .map(|(k, _)| k.clone()),
+        );
+        Ok(())
+    }
 }
 
 impl HeapBackend {
@@ -187,7 +241,7 @@ impl HeapBackend {
         let states = metas
             .into_iter()
             .zip(maps)
-            .map(|(meta, entries)| HeapState { meta, entries })
+            .map(|(meta, entries)| HeapState::new(meta, entries))
             .collect();
         Ok(Self::with_states(max, range, clock, states))
     }
@@ -221,7 +275,39 @@ impl HeapBackend {
             .get_mut(state.0 as usize)
             .ok_or_else(|| unknown_state(state))?;
         check_owned(self.range, &s.meta, key)?;
+        check_not_timers(&s.meta)?;
         Ok(f(s))
+    }
+
+    /// Runs `f` on a timer set's queue and entries, after checking the state is a timer set
+    /// and, if given, that `timer` is in an owned key group. Builds the queue first if no
+    /// timer method has yet.
+    fn with_timers<T>(
+        &self,
+        state: StateId,
+        timer: Option<&[u8]>,
+        f: impl FnOnce(&mut TimerQueue, &mut dyn TimerStore) -> Result<T>,
+    ) -> Result<T> {
+        let mut guard = self.write();
+        let states = guard.as_mut().ok_or(Error::Closed)?;
+        let s = states
+            .get_mut(state.0 as usize)
+            .ok_or_else(|| unknown_state(state))?;
+        check_timers(&s.meta)?;
+        if let Some(timer) = timer {
+            check_owned(self.range, &s.meta, timer)?;
+        }
+        let mut store = HeapTimers(&mut s.entries);
+        let queue = match s.timers.take() {
+            Some(queue) => queue,
+            None => TimerQueue::load(self.range, &mut store)?,
+        };
+        let result = f(s.timers.insert(queue), &mut store);
+        if result.is_err() {
+            // The queue may be out of step with the entries: rebuild it next time.
+            s.timers = None;
+        }
+        result
     }
 }
 
@@ -424,14 +510,39 @@ impl KeyedStateBackend for HeapBackend {
         let mut metas: Vec<StateMeta> = states.iter().map(|s| s.meta.clone()).collect();
         let (index, new) = register_in(&mut metas, meta)?;
         if new {
-            states.push(HeapState {
-                meta: meta.clone(),
-                entries: Entries::new(),
-            });
+            states.push(HeapState::new(meta.clone(), Entries::new()));
         } else {
             states[index].meta.ttl = meta.ttl;
         }
         Ok(StateId(index as u32))
+    }
+
+    fn evolve(
+        &self,
+        meta: &StateMeta,
+        rewrite: Option<&mut PayloadRewrite<'_>>,
+    ) -> Result<StateId> {
+        {
+            let mut guard = self.write();
+            let states = guard.as_mut().ok_or(Error::Closed)?;
+            if let Some(s) = states.iter_mut().find(|s| s.meta.name == meta.name) {
+                if s.meta.value_codec != meta.value_codec {
+                    check_evolution(&s.meta, meta)?;
+                    if let Some(rewrite) = rewrite {
+                        // Into a new map: the old one stays if any payload fails.
+                        let mut migrated = Entries::new();
+                        let (mut out, mut element) = (Vec::new(), Vec::new());
+                        for (key, value) in s.entries.iter() {
+                            rewrite_stored(&s.meta, value, rewrite, &mut out, &mut element)?;
+                            migrated.insert(key.clone(), out.clone());
+                        }
+                        s.entries = migrated;
+                    }
+                    s.meta.value_codec = meta.value_codec.clone();
+                }
+            }
+        }
+        self.register(meta)
     }
 
     fn states(&self) -> Result<Vec<StateMeta>> {
@@ -502,6 +613,24 @@ impl KeyedStateBackend for HeapBackend {
             }
             Ok(())
         })
+    }
+
+    fn add_timer(&self, timers: StateId, timer: &[u8]) -> Result<()> {
+        self.with_timers(timers, Some(timer), |queue, store| queue.add(store, timer))
+    }
+
+    fn delete_timer(&self, timers: StateId, timer: &[u8]) -> Result<()> {
+        self.with_timers(timers, Some(timer), |queue, store| {
+            queue.delete(store, timer)
+        })
+    }
+
+    fn poll_timer(&self, timers: StateId, up_to: u64, out: &mut Vec<u8>) -> Result<bool> {
+        self.with_timers(timers, None, |queue, store| queue.poll(store, up_to, out))
+    }
+
+    fn next_timer(&self, timers: StateId) -> Result<Option<u64>> {
+        self.with_timers(timers, None, |queue, _| Ok(queue.peek()))
     }
 
     fn purge_expired(&self) -> Result<()> {

@@ -11,6 +11,10 @@
 //! [has user key codec: u8][user key codec id][user key codec version: u32]   (id+version only if 1)
 //! [has ttl: u8][ttl ms: u64][update: u8][visibility: u8]                    (last three only if 1)
 //! ```
+//!
+//! Version 2 has the same layout and adds kind 5, timers: a record is written as version 1
+//! unless it is a timer set's, so that a cairn that reads only version 1 refuses timers with
+//! a version error instead of misreading them, and reads everything else as before.
 
 use std::fmt;
 use std::time::Duration;
@@ -19,8 +23,12 @@ use crate::backend::key::{read_framed, read_varint, write_framed};
 use crate::codec::CodecInfo;
 use crate::ttl::{TtlConfig, TtlUpdate, TtlVisibility};
 
-/// The version of the state metadata encoding this cairn writes.
-pub const STATE_META_VERSION: u8 = 1;
+/// The newest version of the state metadata encoding: this cairn reads 1 and 2, and writes
+/// 2 only for timer sets.
+pub const STATE_META_VERSION: u8 = 2;
+
+/// The value codec a timer set records: its entries have empty values.
+pub(crate) const TIMER_VALUE_CODEC: (&str, u32) = ("empty", 1);
 
 /// The kind of a keyed state. Reducing and aggregating states store like value states but are
 /// kinds of their own, so one cannot be reopened as the other.
@@ -36,6 +44,13 @@ pub enum StateKind {
     Reducing,
     /// An accumulator folded by an aggregate function on every add.
     Aggregating,
+    /// A timer set: one timer service's timers of one time domain (see [`TimerService`]).
+    /// Its entries are timer keys with empty values; they change only through the timer
+    /// methods of [`KeyedStateBackend`].
+    ///
+    /// [`TimerService`]: crate::TimerService
+    /// [`KeyedStateBackend`]: crate::KeyedStateBackend
+    Timers,
 }
 
 impl StateKind {
@@ -46,6 +61,7 @@ impl StateKind {
             StateKind::Map => 2,
             StateKind::Reducing => 3,
             StateKind::Aggregating => 4,
+            StateKind::Timers => 5,
         }
     }
 
@@ -56,8 +72,18 @@ impl StateKind {
             2 => StateKind::Map,
             3 => StateKind::Reducing,
             4 => StateKind::Aggregating,
+            5 => StateKind::Timers,
             _ => return None,
         })
+    }
+
+    /// The first version of the state record that has this kind.
+    fn since_version(self) -> u8 {
+        if self == StateKind::Timers {
+            2
+        } else {
+            1
+        }
     }
 }
 
@@ -69,6 +95,7 @@ impl fmt::Display for StateKind {
             StateKind::Map => "map state",
             StateKind::Reducing => "reducing state",
             StateKind::Aggregating => "aggregating state",
+            StateKind::Timers => "timer set",
         })
     }
 }
@@ -101,6 +128,22 @@ impl StateMeta {
             && self.ttl.is_some() == other.ttl.is_some()
     }
 
+    /// Whether `other` differs from this meta only in its value codec (and TTL settings):
+    /// a change schema evolution may resolve. Kind, key codecs and TTL presence never
+    /// change.
+    pub fn same_but_value_codec(&self, other: &StateMeta) -> bool {
+        self.kind == other.kind
+            && self.key_codec == other.key_codec
+            && self.user_key_codec == other.user_key_codec
+            && self.ttl.is_some() == other.ttl.is_some()
+            && self.value_codec != other.value_codec
+    }
+
+    /// The version of the state record this meta is written with: 1, or 2 for a timer set.
+    pub fn record_version(&self) -> u8 {
+        self.kind.since_version()
+    }
+
     /// A one-line description for error messages.
     pub fn describe(&self) -> String {
         let mut s = format!(
@@ -119,7 +162,7 @@ impl StateMeta {
 
     /// Appends the persisted encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(STATE_META_VERSION);
+        out.push(self.record_version());
         out.push(self.kind.code());
         write_framed(out, self.name.as_bytes());
         write_codec(out, &self.key_codec);
@@ -152,14 +195,18 @@ impl StateMeta {
     pub fn decode(bytes: &[u8]) -> Result<StateMeta, String> {
         let mut r = Reader(bytes);
         let version = r.u8("version")?;
-        if version != STATE_META_VERSION {
+        if version == 0 || version > STATE_META_VERSION {
             return Err(format!(
-                "state metadata version {version} is not supported (this cairn reads {STATE_META_VERSION})"
+                "state metadata version {version} is not supported (this cairn reads 1..={STATE_META_VERSION}); \
+                 use a newer cairn"
             ));
         }
         let kind_code = r.u8("kind")?;
-        let kind =
-            StateKind::from_code(kind_code).ok_or(format!("unknown state kind {kind_code}"))?;
+        let kind = StateKind::from_code(kind_code)
+            .filter(|kind| kind.since_version() <= version)
+            .ok_or(format!(
+                "unknown state kind {kind_code} in a version {version} record"
+            ))?;
         let name = r.string("name")?;
         let key_codec = r.codec("key codec")?;
         let value_codec = r.codec("value codec")?;
@@ -282,6 +329,36 @@ mod tests {
         ];
         assert_eq!(out, expected);
         assert_eq!(StateMeta::decode(&out), Ok(sample()));
+    }
+
+    #[test]
+    fn timer_records_are_version_2() {
+        let timers = StateMeta {
+            name: "_cairn_timers/w/event".into(),
+            kind: StateKind::Timers,
+            key_codec: CodecInfo::new("utf8", 1),
+            value_codec: CodecInfo::new("empty", 1),
+            user_key_codec: None,
+            ttl: None,
+        };
+        let mut out = Vec::new();
+        timers.encode(&mut out);
+        assert_eq!(&out[..3], [2, 5, 21]);
+        assert_eq!(StateMeta::decode(&out), Ok(timers));
+        // Version 1 has no kind 5; and a reader of version 1 only would refuse version 2
+        // by its version byte, as this one refuses version 3.
+        out[0] = 1;
+        assert!(StateMeta::decode(&out)
+            .unwrap_err()
+            .contains("unknown state kind 5"));
+        out[0] = 3;
+        assert!(StateMeta::decode(&out)
+            .unwrap_err()
+            .contains("use a newer cairn"));
+        // Everything else is still written as version 1.
+        let mut plain = Vec::new();
+        sample().encode(&mut plain);
+        assert_eq!(plain[0], 1);
     }
 
     #[test]

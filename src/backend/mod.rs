@@ -7,11 +7,19 @@
 //! merge); map entries one per user key. The [`HeapBackend`] is the reference implementation;
 //! the [`RocksDbBackend`] keeps one RocksDB per subtask and one column family per state.
 //! Both are checked against the same conformance suite (tests/conformance.rs).
+//!
+//! Timers are states too ([`StateKind::Timers`], one timer set per timer service and time
+//! domain, laid out by [`timers`]), changed only through the trait's timer methods, which
+//! keep the in-memory [`timers::TimerQueue`] of each set in step with its entries. Schema
+//! evolution rewrites a state's payloads in place through [`KeyedStateBackend::evolve`]
+//! ([`migrate`]).
 
 pub(crate) mod heap;
 pub(crate) mod key;
 pub(crate) mod meta;
+pub(crate) mod migrate;
 pub(crate) mod rocksdb;
+pub(crate) mod timers;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -22,6 +30,8 @@ use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::snapshot::{CheckpointId, PendingSnapshot, SnapshotRequest};
 
 pub use meta::{StateKind, StateMeta};
+pub use migrate::PayloadRewrite;
+pub use timers::TimeDomain;
 
 /// A registered state of a backend; valid only for the backend that returned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,12 +58,32 @@ pub trait KeyedStateBackend: Send + Sync {
     fn clock(&self) -> &Arc<dyn Clock>;
 
     /// Registers a state, or finds it again: the same name with the same layout returns the
-    /// same id (and takes the new TTL settings).
+    /// same id (and takes the new TTL settings). A timer set (kind
+    /// [`StateKind::Timers`]) is registered the same way, under its reserved name
+    /// `_cairn_timers/<service>/<event|processing>`.
     ///
     /// # Errors
     /// [`Error::StateMismatch`] if the name is registered with another kind, codec or TTL
-    /// presence; [`Error::InvalidStateName`] for a reserved or empty name.
+    /// presence; [`Error::InvalidStateName`] for a reserved or empty name, or a timer set
+    /// whose name is not a timer set's.
     fn register(&self, meta: &StateMeta) -> Result<StateId>;
+
+    /// Registers `meta` over a state held with another value codec (registered, or found in
+    /// a restored snapshot or a reopened directory), rewriting every stored payload of that
+    /// state with `rewrite` first, in one pass, and recording the new codec, so that it is
+    /// never rewritten again. With `rewrite` `None` the payloads stay as they are (the new
+    /// codec reads them) and only the record changes. TTL stamps, list framing and keys are
+    /// kept (see [`PayloadRewrite`]). A state not held yet is simply registered.
+    ///
+    /// Nothing changes if any payload fails: RocksDB writes the rewritten entries into one
+    /// SST file and ingests it at the end; the heap backend swaps in a rewritten map.
+    ///
+    /// # Errors
+    /// [`Error::StateMismatch`] if more than the value codec differs (the kind, a key codec,
+    /// TTL presence: those never change); [`Error::InvalidConfig`] for a timer set; the
+    /// errors of `rewrite` or of a stored value that does not have its kind's layout.
+    fn evolve(&self, meta: &StateMeta, rewrite: Option<&mut PayloadRewrite<'_>>)
+        -> Result<StateId>;
 
     /// The states this backend holds: registered ones and, for a reopened RocksDB backend,
     /// the ones found in its directory.
@@ -83,6 +113,36 @@ pub trait KeyedStateBackend: Send + Sync {
         start_after: Option<&[u8]>,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Visit,
     ) -> Result<()>;
+
+    /// Adds `timer`, a timer key (`[kg][timestamp][key][namespace]`, docs/format.md) whose
+    /// key group this backend owns, to the timer set `timers`. A timer that is there
+    /// already stays one timer.
+    ///
+    /// # Errors
+    /// [`Error::KeyGroupNotOwned`]; [`Error::InvalidConfig`] if `timers` is not a timer set
+    /// or `timer` not a timer key.
+    fn add_timer(&self, timers: StateId, timer: &[u8]) -> Result<()>;
+
+    /// Removes `timer` from the timer set `timers`; one that is not there changes nothing.
+    ///
+    /// # Errors
+    /// As [`add_timer`](Self::add_timer).
+    fn delete_timer(&self, timers: StateId, timer: &[u8]) -> Result<()>;
+
+    /// Removes the earliest timer of the set, if its timestamp is at most `up_to`, and
+    /// writes its key into `out` (cleared first); false if no timer is due. Timers come in
+    /// timestamp order across every owned key group; timers of one timestamp in key-group
+    /// order, then in the order of their keys' bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if `timers` is not a timer set; the store's errors.
+    fn poll_timer(&self, timers: StateId, up_to: u64, out: &mut Vec<u8>) -> Result<bool>;
+
+    /// The timestamp of the earliest timer of the set, if it has any.
+    ///
+    /// # Errors
+    /// As [`poll_timer`](Self::poll_timer).
+    fn next_timer(&self, timers: StateId) -> Result<Option<u64>>;
 
     /// Removes every expired entry of every state with TTL now (RocksDB: a full compaction
     /// through the TTL compaction filter; heap: a sweep).
@@ -122,7 +182,7 @@ pub(crate) const RESERVED_PREFIX: &str = "_cairn";
 /// Returns the index of the state in `states` (appending `meta` if it is new) and whether
 /// it was new.
 pub(crate) fn register_in(states: &mut Vec<StateMeta>, meta: &StateMeta) -> Result<(usize, bool)> {
-    check_state_name(&meta.name)?;
+    check_state_name(meta)?;
     if let Some(index) = states.iter().position(|s| s.name == meta.name) {
         let existing = &mut states[index];
         if !existing.same_layout(meta) {
@@ -139,8 +199,15 @@ pub(crate) fn register_in(states: &mut Vec<StateMeta>, meta: &StateMeta) -> Resu
     Ok((states.len() - 1, true))
 }
 
-fn check_state_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
+fn check_state_name(meta: &StateMeta) -> Result<()> {
+    let name = meta.name.as_str();
+    let is_timer_name = timers::parse_timer_state_name(name).is_some();
+    let reason = if meta.kind == StateKind::Timers {
+        if is_timer_name {
+            return Ok(());
+        }
+        "a timer set is named '_cairn_timers/<service>/<event|processing>'"
+    } else if name.is_empty() {
         "it is empty"
     } else if name == "default" {
         "'default' is RocksDB's own column family"
@@ -180,6 +247,54 @@ pub(crate) fn check_owned(range: KeyGroupRange, state: &StateMeta, key: &[u8]) -
             ),
         }),
     }
+}
+
+/// Refuses a write of entries (put, append, delete) to a timer set: its timers change only
+/// through the timer methods, which keep its queue in step.
+pub(crate) fn check_not_timers(state: &StateMeta) -> Result<()> {
+    if state.kind == StateKind::Timers {
+        return Err(Error::InvalidConfig {
+            what: "state",
+            detail: format!(
+                "'{}' is a timer set: add, delete and poll its timers with the timer methods",
+                state.name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a timer operation on a state that is not a timer set.
+pub(crate) fn check_timers(state: &StateMeta) -> Result<()> {
+    if state.kind != StateKind::Timers {
+        return Err(Error::InvalidConfig {
+            what: "timer set",
+            detail: format!(
+                "state '{}' is a {}, not a timer set",
+                state.name, state.kind
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `meta` may evolve `existing`: only the value codec may differ, and a timer
+/// set has none to change.
+pub(crate) fn check_evolution(existing: &StateMeta, meta: &StateMeta) -> Result<()> {
+    if existing.kind == StateKind::Timers || meta.kind == StateKind::Timers {
+        return Err(Error::InvalidConfig {
+            what: "migration",
+            detail: format!("'{}' is a timer set, which holds no values", meta.name),
+        });
+    }
+    if existing.value_codec != meta.value_codec && !existing.same_but_value_codec(meta) {
+        return Err(Error::StateMismatch {
+            state: meta.name.clone(),
+            registered: existing.describe(),
+            requested: meta.describe(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a scan or delete prefix: empty (everything) or starting with an owned key group.

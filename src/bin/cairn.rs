@@ -764,7 +764,8 @@ fn print_dump(summary: &tools::DumpSummary, entries: &[DumpEntry]) {
     if is_list {
         headers.push("#");
     }
-    headers.push("VALUE");
+    let is_timers = s.kind == "timers";
+    headers.push(if is_timers { "TIMESTAMP" } else { "VALUE" });
     if has_ttl {
         headers.push("EXPIRES");
     }
@@ -790,6 +791,9 @@ fn print_dump(summary: &tools::DumpSummary, entries: &[DumpEntry]) {
         for (i, v) in e.elements.iter().flatten().enumerate() {
             let (value, expires) = value_text(v);
             values.push((Some(i), value, expires));
+        }
+        if let Some(timestamp) = e.timestamp {
+            values.push((None, timestamp.to_string(), "-".into()));
         }
         if let Some(raw) = &e.raw_hex {
             values.push((None, format!("0x{raw} (undecodable)"), "-".into()));

@@ -5,7 +5,7 @@
 //! integers big endian, varints LEB128 of at most 5 bytes, `framed` = `[varint len][bytes]`:
 //!
 //! ```text
-//! header   [magic "CAIRN-KS"][version: u16 = 1][payload length: u32][payload][crc32: u32]
+//! header   [magic "CAIRN-KS"][version: u16 (1, or 2 with timers)][payload length: u32][payload][crc32: u32]
 //!          payload = [max parallelism: u32][first key group: u16][last key group: u16]
 //!                    [state count: varint] ([framed StateMeta encoding])*
 //! sections one per key group with entries, increasing key group; each is one or more
@@ -45,8 +45,10 @@ pub(crate) const MAGIC: &[u8; 8] = b"CAIRN-KS";
 /// The name of a subtask's canonical stream, in its handle and at the end of its path.
 pub(crate) const STREAM_NAME: &str = "keyed-state";
 
-/// The stream version this cairn writes, and the newest it reads.
-pub(crate) const VERSION: u16 = 1;
+/// The newest stream version: this cairn reads 1 and 2. Version 2 has the layout of
+/// version 1 and may hold state records of version 2 (timer sets); a stream without timers
+/// is written as version 1, which older cairns read.
+pub(crate) const VERSION: u16 = 2;
 
 /// The most uncompressed payload bytes one block carries.
 pub(crate) const BLOCK_CAP: usize = 1 << 20;
@@ -137,9 +139,14 @@ impl<W: Write> CanonicalWriter<W> {
             .ok()
             .filter(|&len| u64::from(len) <= MAX_HEADER_PAYLOAD)
             .ok_or_else(|| invalid_input("the states table is too large".into()))?;
+        let version = states
+            .iter()
+            .map(|s| u16::from(s.record_version()))
+            .max()
+            .unwrap_or(1);
         let mut header = Vec::with_capacity(payload.len() + 18);
         header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_be_bytes());
+        header.extend_from_slice(&version.to_be_bytes());
         header.extend_from_slice(&payload_len.to_be_bytes());
         header.extend_from_slice(&payload);
         let crc = crc32fast::hash(&header);

@@ -1,7 +1,7 @@
 //! The `_metadata` file: one job snapshot, checked end to end.
 //!
 //! ```text
-//! [magic "CAIRN-MD"][version: u16][payload length: u32][payload][crc32: u32]
+//! [magic "CAIRN-MD"][version: u16 (1, or 2 with timers)][payload length: u32][payload][crc32: u32]
 //! payload:
 //!   [checkpoint id: u64][kind: u8 (0 checkpoint, 1 savepoint)][taken at ms: u64]
 //!   [operator count: varint] operators
@@ -35,8 +35,23 @@ use crate::storage::StoragePath;
 /// The magic bytes a `_metadata` file starts with.
 pub const MAGIC: &[u8; 8] = b"CAIRN-MD";
 
-/// The `_metadata` format version this cairn writes, and the newest it reads.
-pub const METADATA_VERSION: u16 = 1;
+/// The newest `_metadata` format version: this cairn reads 1 and 2. Version 2 has the
+/// layout of version 1 and may hold state records of version 2 (timer sets); a snapshot
+/// without timers is written as version 1, which older cairns read.
+pub const METADATA_VERSION: u16 = 2;
+
+/// The version a job snapshot is written with: the oldest that can hold it.
+pub(crate) fn version_for(job: &JobSnapshot) -> u16 {
+    let states = job
+        .operators
+        .iter()
+        .flat_map(|o| &o.subtasks)
+        .flat_map(|h| &h.states);
+    states
+        .map(|s| u16::from(s.record_version()))
+        .max()
+        .unwrap_or(1)
+}
 
 /// The largest `_metadata` file a reader accepts.
 pub const MAX_METADATA_BYTES: u64 = 256 << 20;
@@ -67,7 +82,7 @@ pub(crate) fn encode(job: &JobSnapshot) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 4);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&METADATA_VERSION.to_be_bytes());
+    out.extend_from_slice(&version_for(job).to_be_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(&payload);
     let crc = crc32fast::hash(&out);
@@ -343,7 +358,7 @@ pub(crate) mod tests {
     #[test]
     fn a_newer_version_is_refused_with_a_hint() {
         let mut bytes = encode(&sample());
-        bytes[9] = 2;
+        bytes[9] = 3;
         assert!(decode(&bytes).unwrap_err().contains("use a newer cairn"));
     }
 

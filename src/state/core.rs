@@ -58,13 +58,14 @@ pub(crate) struct StateCore<K> {
 }
 
 impl<K> StateCore<K> {
-    pub(crate) fn register(
+    /// The core of a handle on state `id`, which `meta` registered.
+    pub(crate) fn new(
         backend: &Arc<dyn KeyedStateBackend>,
+        id: StateId,
         meta: &StateMeta,
         key_codec: Arc<dyn Codec<K>>,
-    ) -> Result<Self> {
-        let id = backend.register(meta)?;
-        Ok(StateCore {
+    ) -> Self {
+        StateCore {
             backend: backend.clone(),
             id,
             name: meta.name.as_str().into(),
@@ -74,7 +75,7 @@ impl<K> StateCore<K> {
             key_buf: Vec::new(),
             composite: Vec::new(),
             value_buf: Vec::new(),
-        })
+        }
     }
 
     /// Puts `[kg][key][namespace]` of `key` into `self.composite`.

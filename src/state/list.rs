@@ -26,12 +26,10 @@ impl<K, V> ListState<K, V> {
         backend: &Arc<dyn KeyedStateBackend>,
         descriptor: &StateDescriptor<K, V>,
     ) -> Result<Self> {
+        let meta = descriptor.meta(StateKind::List);
+        let id = descriptor.register_on(backend, &meta)?;
         Ok(ListState {
-            core: StateCore::register(
-                backend,
-                &descriptor.meta(StateKind::List),
-                descriptor.key_codec.clone(),
-            )?,
+            core: StateCore::new(backend, id, &meta, descriptor.key_codec.clone()),
             value_codec: descriptor.value_codec.clone(),
             element_buf: Vec::new(),
         })

@@ -26,12 +26,10 @@ impl<K, UK, UV> MapState<K, UK, UV> {
         backend: &Arc<dyn KeyedStateBackend>,
         descriptor: &MapStateDescriptor<K, UK, UV>,
     ) -> Result<Self> {
+        let meta = descriptor.meta();
+        let id = descriptor.base.register_on(backend, &meta)?;
         Ok(MapState {
-            core: StateCore::register(
-                backend,
-                &descriptor.meta(),
-                descriptor.base.key_codec.clone(),
-            )?,
+            core: StateCore::new(backend, id, &meta, descriptor.base.key_codec.clone()),
             user_key_codec: descriptor.user_key_codec.clone(),
             user_value_codec: descriptor.base.value_codec.clone(),
         })

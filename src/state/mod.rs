@@ -5,6 +5,7 @@
 //! and calls the byte-level [`KeyedStateBackend`](crate::KeyedStateBackend). The key is always
 //! passed explicitly. Every handle works in the empty namespace; `handle.namespace(ns)` gives
 //! a view with the same operations in namespace `ns` (opaque bytes, e.g. a window).
+//! [`TimerService`]s keep timers per key and namespace in the same backend.
 
 mod core;
 mod descriptor;
@@ -12,6 +13,7 @@ mod list;
 mod map;
 mod reducing;
 mod store;
+mod timers;
 mod value;
 
 pub use descriptor::{MapStateDescriptor, StateDescriptor};
@@ -19,6 +21,7 @@ pub use list::ListState;
 pub use map::{MapIter, MapState};
 pub use reducing::{AggregateFunction, AggregatingState, ReducingState};
 pub use store::KeyedStateStore;
+pub use timers::{Timer, TimerService};
 pub use value::ValueState;
 
 pub use self::core::{Keys, Namespaced};

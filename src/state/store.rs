@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use crate::backend::{KeyedStateBackend, StateKind};
+use crate::codec::Codec;
 use crate::error::Result;
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
 use crate::state::{
     AggregateFunction, AggregatingState, ListState, MapState, MapStateDescriptor, ReducingState,
-    StateDescriptor, ValueState,
+    StateDescriptor, TimerService, ValueState,
 };
 
 /// The keyed state of one subtask: the typed front of a [`KeyedStateBackend`].
@@ -117,6 +118,22 @@ impl KeyedStateStore {
         function: impl AggregateFunction<IN, ACC, OUT> + 'static,
     ) -> Result<AggregatingState<K, IN, ACC, OUT>> {
         AggregatingState::register(&self.backend, descriptor, Arc::new(function))
+    }
+
+    /// Registers (or finds again) the timer service `name`, whose keys `key_codec` encodes:
+    /// its event-time and processing-time timers live in two timer sets of the backend
+    /// (`_cairn_timers/<name>/event` and `/processing`).
+    ///
+    /// # Errors
+    /// [`Error::StateMismatch`](crate::Error::StateMismatch) if the service is registered
+    /// with another key codec; [`Error::InvalidStateName`](crate::Error::InvalidStateName)
+    /// for an empty name.
+    pub fn timer_service<K>(
+        &self,
+        name: &str,
+        key_codec: impl Codec<K> + 'static,
+    ) -> Result<TimerService<K>> {
+        TimerService::register(&self.backend, name, std::sync::Arc::new(key_codec))
     }
 
     /// Flushes and closes the backend; handles fail with `Error::Closed` from now on.

@@ -31,12 +31,10 @@ impl<K, V> ValueState<K, V> {
         descriptor: &StateDescriptor<K, V>,
         kind: StateKind,
     ) -> Result<Self> {
+        let meta = descriptor.meta(kind);
+        let id = descriptor.register_on(backend, &meta)?;
         Ok(ValueState {
-            core: StateCore::register(
-                backend,
-                &descriptor.meta(kind),
-                descriptor.key_codec.clone(),
-            )?,
+            core: StateCore::new(backend, id, &meta, descriptor.key_codec.clone()),
             value_codec: descriptor.value_codec.clone(),
         })
     }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::backend::key::CompositeKey;
-use crate::backend::{StateMeta, Visit};
+use crate::backend::timers::TimerKey;
+use crate::backend::{StateKind, StateMeta, Visit};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
@@ -55,7 +56,10 @@ pub struct DumpEntry {
     pub value: Option<DecodedValue>,
     /// The elements of a list state, in order.
     pub elements: Option<Vec<DecodedValue>>,
-    /// The stored bytes in hex, when they do not have the layout of the state's kind.
+    /// A timer's timestamp (timer sets only).
+    pub timestamp: Option<u64>,
+    /// The stored bytes in hex, when they do not have the layout of the state's kind (for a
+    /// timer set: the stored key, when it is not a timer key).
     pub raw_hex: Option<String>,
 }
 
@@ -125,6 +129,9 @@ pub(crate) fn decode_entry(
     stored: &[u8],
     now: u64,
 ) -> DumpEntry {
+    if meta.kind == StateKind::Timers {
+        return decode_timer(meta, subtask, composite, stored);
+    }
     let parsed = CompositeKey::parse(composite);
     let (key_group, key, namespace, user_key) = match parsed {
         Some(c) => (c.key_group, c.key, c.namespace, c.user_key),
@@ -144,6 +151,7 @@ pub(crate) fn decode_entry(
         user_key_hex: is_map.then(|| hex(user_key)),
         value: None,
         elements: None,
+        timestamp: None,
         raw_hex: None,
     };
     match decode_stored(meta, stored, now) {
@@ -152,6 +160,27 @@ pub(crate) fn decode_entry(
         None => entry.raw_hex = Some(hex(stored)),
     }
     entry
+}
+
+/// Decodes one timer of a timer set: its key and namespace, and its timestamp as the value.
+fn decode_timer(meta: &StateMeta, subtask: u32, stored_key: &[u8], stored: &[u8]) -> DumpEntry {
+    let parsed = TimerKey::parse(stored_key).filter(|_| stored.is_empty());
+    let (key_group, key, namespace) = parsed.map_or((0, stored_key, &[][..]), |t| {
+        (t.key_group, t.key, t.namespace)
+    });
+    DumpEntry {
+        subtask,
+        key_group,
+        key: decode_scalar(&meta.key_codec, key),
+        key_hex: hex(key),
+        namespace_hex: hex(namespace),
+        user_key: None,
+        user_key_hex: None,
+        value: None,
+        elements: None,
+        timestamp: parsed.map(|t| t.timestamp),
+        raw_hex: parsed.is_none().then(|| hex(stored_key)),
+    }
 }
 
 /// Dumps the entries of one state of the snapshot `path` names, in (key group, key) order,

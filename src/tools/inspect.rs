@@ -279,6 +279,7 @@ fn kind_text(kind: StateKind) -> &'static str {
         StateKind::Map => "map",
         StateKind::Reducing => "reducing",
         StateKind::Aggregating => "aggregating",
+        StateKind::Timers => "timers",
     }
 }
 

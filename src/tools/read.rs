@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::key::{write_framed, CompositeKey};
-use crate::backend::{KeyedStateBackend, StateMeta, Visit};
+use crate::backend::timers::TimerKey;
+use crate::backend::{KeyedStateBackend, StateKind, StateMeta, Visit};
 use crate::clock::ManualClock;
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroupRange, MaxParallelism};
@@ -136,6 +137,15 @@ impl<'a> HandleReader<'a> {
     }
 }
 
+/// The serialized key of a stored entry of a state of `kind`.
+fn key_of(kind: StateKind, stored_key: &[u8]) -> Option<&[u8]> {
+    if kind == StateKind::Timers {
+        TimerKey::parse(stored_key).map(|t| t.key)
+    } else {
+        CompositeKey::parse(stored_key).map(|c| c.key)
+    }
+}
+
 fn read_canonical(
     reader: &CanonicalReader<'_>,
     name: &str,
@@ -146,6 +156,7 @@ fn read_canonical(
     let Some(index) = reader.states().iter().position(|s| s.name == name) else {
         return Ok(true);
     };
+    let kind = reader.states()[index].kind;
     let Some(range) = range.intersect(&reader.key_groups()) else {
         return Ok(true);
     };
@@ -159,10 +170,8 @@ fn read_canonical(
                 if stopped || state != index {
                     return Ok(());
                 }
-                if let Some(key) = key {
-                    if CompositeKey::parse(composite).is_none_or(|c| c.key != key) {
-                        return Ok(());
-                    }
+                if key.is_some_and(|key| key_of(kind, composite) != Some(key)) {
+                    return Ok(());
                 }
                 stopped = visit(composite, value)?.is_break();
                 Ok(())
@@ -192,18 +201,20 @@ fn read_rocksdb(
     let id = backend.register(&meta)?;
     let mut failure = None;
     let mut prefix = Vec::new();
+    // A timer's key follows its timestamp: its key group is scanned and filtered.
+    let is_timers = meta.kind == StateKind::Timers;
     for kg in range.start()..=range.end() {
         prefix.clear();
         prefix.extend_from_slice(&kg.to_be_bytes());
-        if let Some(key) = key {
+        if let Some(key) = key.filter(|_| !is_timers) {
             write_framed(&mut prefix, key);
         }
         let mut stopped = false;
-        backend.scan(
-            id,
-            &prefix,
-            None,
-            &mut |composite, value| match visit(composite, value) {
+        backend.scan(id, &prefix, None, &mut |composite, value| {
+            if key.is_some_and(|key| key_of(meta.kind, composite) != Some(key)) {
+                return Visit::Continue(());
+            }
+            match visit(composite, value) {
                 Ok(Visit::Continue(())) => Visit::Continue(()),
                 Ok(Visit::Break(())) => {
                     stopped = true;
@@ -213,8 +224,8 @@ fn read_rocksdb(
                     failure = Some(e);
                     Visit::Break(())
                 }
-            },
-        )?;
+            }
+        })?;
         if let Some(e) = failure.take() {
             return Err(e);
         }

@@ -9,15 +9,19 @@
 //!   iterating one map seeks only where that prefix can be;
 //! - TTL: a compaction filter factory that drops expired entries.
 //!
+//! - timers: nothing; a timer set's column family is read only by its queue ([`timers`]).
+//!
 //! The internal column family `_cairn_meta` records the backend's key groups and every
 //! state's [`StateMeta`], so a reopened directory opens each column family with the options
 //! its kind needs (read first through a read-only open) and rejects a mismatched
 //! registration.
 
 mod checkpoint;
+mod migrate;
 mod options;
 mod restore;
 mod savepoint;
+mod timers;
 mod ttl_filter;
 
 use std::ffi::CString;
@@ -34,7 +38,8 @@ use tracing::debug;
 
 use crate::backend::key::{prefix_successor, CompositeKey};
 use crate::backend::{
-    check_owned, check_prefix, register_in, unknown_state, StateId, StateKind, StateMeta, Visit,
+    check_not_timers, check_owned, check_prefix, register_in, unknown_state, PayloadRewrite,
+    StateId, StateKind, StateMeta, Visit,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -151,6 +156,8 @@ struct OpenDb {
     states: Vec<StateMeta>,
     /// Per state, the TTL its compaction filter reads.
     ttl_millis: Vec<Arc<AtomicU64>>,
+    /// Per state, a timer set's queue once a timer call built it.
+    queues: timers::Queues,
 }
 
 impl RocksDbBackend {
@@ -311,10 +318,12 @@ impl RocksDbBackend {
             .and_then(|()| db.flush_cf(meta_cf))
             .map_err(|e| backend.rocks("write the backend record", e))?;
         debug!(dir = %backend.dir.display(), states = states.len(), "opened RocksDB backend");
+        let queues = states.iter().map(|_| Mutex::default()).collect();
         *backend.open.write().unwrap_or_else(|e| e.into_inner()) = Some(OpenDb {
             db,
             states,
             ttl_millis,
+            queues,
         });
         Ok(backend)
     }
@@ -439,7 +448,8 @@ impl RocksDbBackend {
                 ));
                 cf.set_memtable_prefix_bloom_ratio(0.1);
             }
-            StateKind::Value | StateKind::Reducing | StateKind::Aggregating => {}
+            StateKind::Value | StateKind::Reducing | StateKind::Aggregating | StateKind::Timers => {
+            }
         }
         if meta.ttl.is_some() {
             cf.set_compaction_filter_factory(TtlFilterFactory {
@@ -450,6 +460,21 @@ impl RocksDbBackend {
             });
         }
         cf
+    }
+
+    /// Writes a state's record to `_cairn_meta` and flushes it at once: without a WAL it
+    /// would not survive a crash.
+    fn write_state_record(&self, db: &DB, meta: &StateMeta) -> Result<()> {
+        let mut record = Vec::new();
+        meta.encode(&mut record);
+        let mut record_key = STATE_RECORD_PREFIX.to_vec();
+        record_key.extend_from_slice(meta.name.as_bytes());
+        let meta_cf = db
+            .cf_handle(META_CF)
+            .ok_or_else(|| self.missing_cf(META_CF))?;
+        db.put_cf_opt(meta_cf, &record_key, &record, &self.write_options)
+            .and_then(|()| db.flush_cf(meta_cf))
+            .map_err(|e| self.rocks(format!("record the metadata of state '{}'", meta.name), e))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Option<OpenDb>> {
@@ -619,28 +644,23 @@ impl KeyedStateBackend for RocksDbBackend {
                 )
             })?;
             open.ttl_millis.push(ttl);
+            open.queues.push(Mutex::default());
         } else {
             open.ttl_millis[index].store(ttl_millis, std::sync::atomic::Ordering::Relaxed);
         }
         if new || open.states[index] != states[index] {
-            // The record is flushed at once: without a WAL it would not survive a crash.
-            let mut record = Vec::new();
-            states[index].encode(&mut record);
-            let mut record_key = STATE_RECORD_PREFIX.to_vec();
-            record_key.extend_from_slice(meta.name.as_bytes());
-            let meta_cf = open
-                .db
-                .cf_handle(META_CF)
-                .ok_or_else(|| self.missing_cf(META_CF))?;
-            open.db
-                .put_cf_opt(meta_cf, &record_key, &record, &self.write_options)
-                .and_then(|()| open.db.flush_cf(meta_cf))
-                .map_err(|e| {
-                    self.rocks(format!("record the metadata of state '{}'", meta.name), e)
-                })?;
+            self.write_state_record(&open.db, &states[index])?;
         }
         open.states = states;
         Ok(StateId(index as u32))
+    }
+
+    fn evolve(
+        &self,
+        meta: &StateMeta,
+        rewrite: Option<&mut PayloadRewrite<'_>>,
+    ) -> Result<StateId> {
+        self.evolve_state(meta, rewrite)
     }
 
     fn states(&self) -> Result<Vec<StateMeta>> {
@@ -666,6 +686,7 @@ impl KeyedStateBackend for RocksDbBackend {
     fn put(&self, state: StateId, key: &[u8], value: &[u8]) -> Result<()> {
         self.with_cf(state, |db, cf, meta| {
             check_owned(self.range, meta, key)?;
+            check_not_timers(meta)?;
             db.put_cf_opt(cf, key, value, &self.write_options)
                 .map_err(|e| self.rocks(format!("write state '{}'", meta.name), e))
         })
@@ -674,6 +695,7 @@ impl KeyedStateBackend for RocksDbBackend {
     fn append(&self, state: StateId, key: &[u8], elements: &[u8]) -> Result<()> {
         self.with_cf(state, |db, cf, meta| {
             check_owned(self.range, meta, key)?;
+            check_not_timers(meta)?;
             db.merge_cf_opt(cf, key, elements, &self.write_options)
                 .map_err(|e| self.rocks(format!("append to state '{}'", meta.name), e))
         })
@@ -682,6 +704,7 @@ impl KeyedStateBackend for RocksDbBackend {
     fn delete(&self, state: StateId, key: &[u8]) -> Result<()> {
         self.with_cf(state, |db, cf, meta| {
             check_owned(self.range, meta, key)?;
+            check_not_timers(meta)?;
             db.delete_cf_opt(cf, key, &self.write_options)
                 .map_err(|e| self.rocks(format!("delete from state '{}'", meta.name), e))
         })
@@ -698,6 +721,7 @@ impl KeyedStateBackend for RocksDbBackend {
         })?;
         self.with_cf(state, |db, cf, meta| {
             check_prefix(self.range, meta, prefix)?;
+            check_not_timers(meta)?;
             let mut batch = WriteBatch::default();
             for key in &doomed {
                 batch.delete_cf(cf, key);
@@ -718,6 +742,24 @@ impl KeyedStateBackend for RocksDbBackend {
             check_prefix(self.range, meta, prefix)?;
             self.scan_db(db, cf, meta, prefix, start_after, visit)
         })
+    }
+
+    fn add_timer(&self, timers: StateId, timer: &[u8]) -> Result<()> {
+        self.with_timers(timers, Some(timer), |queue, store| queue.add(store, timer))
+    }
+
+    fn delete_timer(&self, timers: StateId, timer: &[u8]) -> Result<()> {
+        self.with_timers(timers, Some(timer), |queue, store| {
+            queue.delete(store, timer)
+        })
+    }
+
+    fn poll_timer(&self, timers: StateId, up_to: u64, out: &mut Vec<u8>) -> Result<bool> {
+        self.with_timers(timers, None, |queue, store| queue.poll(store, up_to, out))
+    }
+
+    fn next_timer(&self, timers: StateId) -> Result<Option<u64>> {
+        self.with_timers(timers, None, |queue, _| Ok(queue.peek()))
     }
 
     fn purge_expired(&self) -> Result<()> {

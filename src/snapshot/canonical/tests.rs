@@ -396,7 +396,7 @@ fn reseal_header(bytes: &mut [u8]) {
 fn a_newer_version_is_refused_with_a_hint() {
     let store = Arc::new(MemStore::default());
     let (mut bytes, _) = small();
-    bytes[9] = 2;
+    bytes[9] = 3;
     reseal_header(&mut bytes);
     let err = open_and_read(&store, bytes).unwrap_err();
     assert!(err.to_string().contains("use a newer cairn"), "{err}");
