@@ -1306,3 +1306,103 @@ fn inspect_lists_operator_state_per_subtask() {
         "{text}"
     );
 }
+
+/// The golden snapshots of format version 2 hold timer services (tests/golden.rs).
+fn golden_v2(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}-v2"))
+}
+
+#[test]
+fn timers_are_inspected_verified_and_dumped() {
+    for (name, snapshot) in [
+        ("checkpoint", golden_v2("checkpoint").join("chk-1")),
+        ("canonical-savepoint", golden_v2("canonical-savepoint")),
+        ("native-savepoint", golden_v2("native-savepoint")),
+    ] {
+        let inspected = json(&run(&[&"inspect", &snapshot, &"--count", &"--json"], 0));
+        assert_eq!(inspected["metadata_version"], 2, "{name}");
+        for operator in inspected["operators"].as_array().unwrap() {
+            if operator["id"] == "source" {
+                continue;
+            }
+            let timers: Vec<&Value> = operator["states"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["kind"] == "timers")
+                .collect();
+            let summary: Vec<(String, u64)> = timers
+                .iter()
+                .map(|s| {
+                    (
+                        s["name"].as_str().unwrap().to_string(),
+                        s["entries"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    ("_cairn_timers/window-end/event".to_string(), 40),
+                    ("_cairn_timers/window-end/processing".to_string(), 8)
+                ],
+                "{name}: {}",
+                operator["id"]
+            );
+        }
+        run(&[&"verify", &snapshot], 0);
+        for operator in ["counts-rocksdb", "counts-heap"] {
+            let dumped = json(&run(
+                &[
+                    &"dump",
+                    &snapshot,
+                    &"--operator",
+                    &operator,
+                    &"--state",
+                    &"_cairn_timers/window-end/event",
+                    &"--json",
+                ],
+                0,
+            ));
+            assert_eq!(dumped["count"], 40, "{name} {operator}");
+            let word_5 = json(&run(
+                &[
+                    &"dump",
+                    &snapshot,
+                    &"--operator",
+                    &operator,
+                    &"--state",
+                    &"_cairn_timers/window-end/event",
+                    &"--key",
+                    &"word-5",
+                    &"--json",
+                ],
+                0,
+            ));
+            let entries = word_5["entries"].as_array().unwrap();
+            assert_eq!(entries.len(), 1, "{name} {operator}");
+            assert_eq!(entries[0]["key"], "word-5");
+            assert_eq!(entries[0]["timestamp"], 1_005);
+            assert_eq!(entries[0]["namespace_hex"], "01");
+            let table = stdout(&run(
+                &[
+                    &"dump",
+                    &snapshot,
+                    &"--operator",
+                    &operator,
+                    &"--state",
+                    &"_cairn_timers/window-end/event",
+                    &"--key",
+                    &"word-5",
+                ],
+                0,
+            ));
+            assert!(
+                table.contains("TIMESTAMP") && table.contains("1005"),
+                "{table}"
+            );
+        }
+    }
+}
