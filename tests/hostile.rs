@@ -358,7 +358,7 @@ fn hostile_metadata(sentinel: &Path) -> Vec<(&'static str, Vec<u8>, String)> {
             "a newer format version",
             {
                 let mut bad = good.clone();
-                bad[8..10].copy_from_slice(&2u16.to_be_bytes());
+                bad[8..10].copy_from_slice(&(cairn::METADATA_VERSION + 1).to_be_bytes());
                 recrc(bad)
             },
             "use a newer cairn".into(),
