@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::{
-    BigEndian, Bincode, Codec, CodecError, CodecInfo, Error, KeyedStateStore, LocalStore,
-    MapStateDescriptor, MaxParallelism, SavepointFormat, SnapshotStore, StateDescriptor, SubStore,
-    TtlConfig, Utf8,
+    BigEndian, Bincode, CheckpointStorage, Codec, CodecError, CodecInfo, Error, KeyedStateStore,
+    LocalStore, MapStateDescriptor, MaxParallelism, Retention, SavepointFormat, SnapshotStore,
+    StateDescriptor, SubStore, TtlConfig, Utf8,
 };
 use common::job::Job;
 use common::{Kind, KINDS};
@@ -283,17 +283,19 @@ fn a_v1_savepoint_restores_with_v2_codecs_through_migrations() {
     }
 }
 
+/// From a checkpoint this time: a migration runs on the restored backend, whatever it was
+/// restored from.
 #[test]
-fn a_migration_keeps_ttl_stamps() {
+fn a_migration_after_a_checkpoint_keeps_ttl_stamps() {
     let max = MaxParallelism::new(8).unwrap();
     for kind in KINDS {
         let (_dir, root) = root();
+        let storage = CheckpointStorage::open(root.clone(), Retention::default()).unwrap();
         let job = Job::new(kind, max, 1);
         job.clock().set(1_000);
         fill_v1(&job);
-        let (dir, snapshot) = job.savepoint(&root, 1, SavepointFormat::Canonical).unwrap();
-        let store: Arc<dyn SnapshotStore> = Arc::new(SubStore::new(root, dir));
-        let restored = Job::restore(kind, &store, &snapshot, max, 1).unwrap();
+        let snapshot = job.checkpoint(&storage, 1).unwrap();
+        let restored = Job::restore(kind, &root, &snapshot, max, 1).unwrap();
         // Migrated half an hour later: the entries still expire an hour after their write.
         restored.clock().set(1_000 + HOUR / 2);
         let calls = Arc::new(AtomicUsize::new(0));
@@ -454,5 +456,27 @@ fn a_codec_that_reads_the_old_bytes_is_compatible_as_is() {
             matches!(err, Error::SchemaIncompatible { .. }),
             "{kind:?}: {err}"
         );
+    }
+}
+
+#[test]
+fn a_reducing_state_migrates_as_a_value_state() {
+    for kind in KINDS {
+        let job = Job::new(kind, MaxParallelism::new(8).unwrap(), 1);
+        let store = &job.subtasks[0];
+        let v1 = StateDescriptor::<String, u32>::new("sum", Utf8, BigEndian);
+        let mut sum = store.reducing_state(&v1, |a, b| a + b).unwrap();
+        for (key, n) in [("a", 1u32), ("a", 2), ("b", 5)] {
+            sum.add(&key.to_string(), &n).unwrap();
+        }
+        // Version 2 sums u64s, and counts in tenths.
+        let v2 = StateDescriptor::<String, u64>::new("sum", Utf8, Bincode::with_version(2))
+            .with_migration(CodecInfo::new("u32-be", 1), |old| {
+                u32_of(old).map(|v| u64::from(v) * 10)
+            });
+        let mut sum = store.reducing_state(&v2, |a, b| a + b).unwrap();
+        assert_eq!(sum.get(&"a".to_string()).unwrap(), Some(30), "{kind:?}");
+        sum.add(&"b".to_string(), &1).unwrap();
+        assert_eq!(sum.get(&"b".to_string()).unwrap(), Some(51), "{kind:?}");
     }
 }
