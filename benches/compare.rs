@@ -586,6 +586,13 @@ impl RawDb {
         Self::open_in(dir)
     }
 
+    /// The DB and its `value` column family, configured as cairn configures a value state's
+    /// (and a timer set's): the baseline of other benchmarks (`benches/timers.rs`).
+    pub fn plain(&self) -> (&Db, &ColumnFamily) {
+        let cf = self.db.cf_handle("value").expect("the value column family");
+        (&self.db, cf)
+    }
+
     /// A handle that runs the workload on this DB.
     pub fn side(&self) -> Raw<'_> {
         let cf = |name| {
