@@ -1,9 +1,10 @@
 //! Incremental checkpoints of a RocksDB backend.
 //!
-//! The synchronous phase asks RocksDB for a checkpoint of the DB in a staging directory
-//! inside the backend's directory: it flushes the memtables (atomically across column
-//! families, so all states are cut at the same write) and hard-links the live SST files,
-//! which costs the memtables' size, never the state's. The asynchronous phase uploads the
+//! The synchronous phase flushes the memtables (atomically across column families, so all
+//! states are cut at the same write, and without waiting for compaction: see
+//! [`super::flush`]), then asks RocksDB for a checkpoint of the DB in a staging directory
+//! inside the backend's directory, which hard-links the live SST files: it costs the
+//! memtables' size, never the state's. The asynchronous phase uploads the
 //! staged files and removes the staging directory:
 //! - an SST file that the last completed checkpoint known to this backend already holds is
 //!   referenced, not uploaded: within one DB an SST file's number is never reused and the
@@ -108,11 +109,13 @@ pub(super) struct StagedCheckpoint {
     pub(super) db_dir: PathBuf,
 }
 
-/// The synchronous phase: a RocksDB checkpoint (flush + hard links) in the staging
-/// directory. Returns the staging directory.
+/// The synchronous phase: a flush of every column family that does not wait for
+/// compaction (see [`super::flush`]), then a RocksDB checkpoint (hard links, no second
+/// flush) in the staging directory. Returns the staging directory.
 pub(super) fn stage(
     db: &rocksdb::DB,
     db_dir: &Path,
+    states: &[StateMeta],
     checkpoint_id: CheckpointId,
 ) -> Result<PathBuf> {
     let staging_root = db_dir.join(STAGING_DIR);
@@ -135,8 +138,28 @@ pub(super) fn stage(
         path: db_dir.to_path_buf(),
         detail: e.into_string(),
     };
+    let names = [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, super::META_CF]
+        .into_iter()
+        .chain(states.iter().map(|meta| meta.name.as_str()));
+    let mut column_families = Vec::with_capacity(states.len() + 2);
+    for name in names {
+        column_families.push(db.cf_handle(name).ok_or_else(|| Error::RocksDb {
+            op: format!("flush for checkpoint {checkpoint_id}"),
+            path: db_dir.to_path_buf(),
+            detail: format!("column family '{name}' is missing"),
+        })?);
+    }
+    super::flush::flush_allowing_write_stall(db, &column_families).map_err(|detail| {
+        Error::RocksDb {
+            op: format!("flush for checkpoint {checkpoint_id}"),
+            path: db_dir.to_path_buf(),
+            detail,
+        }
+    })?;
+    // Everything written before the call is in SST files now: the checkpoint must not
+    // flush again (a log size of u64::MAX says never), or it would wait for compaction.
     Checkpoint::new(db)
-        .and_then(|c| c.create_checkpoint(&staging))
+        .and_then(|c| c.create_checkpoint_with_log_size(&staging, u64::MAX))
         .map_err(rocks)?;
     Ok(staging)
 }

@@ -17,6 +17,7 @@
 //! registration.
 
 mod checkpoint;
+mod flush;
 mod migrate;
 mod options;
 mod restore;
@@ -801,7 +802,7 @@ impl KeyedStateBackend for RocksDbBackend {
         let now = self.clock.now_millis();
         let guard = self.read();
         let open = guard.as_ref().ok_or(Error::Closed)?;
-        let staging = checkpoint::stage(&open.db, &self.dir, request.checkpoint_id)?;
+        let staging = checkpoint::stage(&open.db, &self.dir, &open.states, request.checkpoint_id)?;
         let states = open.states.clone();
         drop(guard);
         if request.snapshot_type == SnapshotType::CanonicalSavepoint {
