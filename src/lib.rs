@@ -48,6 +48,9 @@ mod backend;
 mod clock;
 mod codec;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keygroup;
 mod operator_state;
 mod snapshot;

@@ -326,7 +326,7 @@ fn metadata_path(id: CheckpointId) -> Result<StoragePath> {
 }
 
 /// The id of a top-level `savepoint-<id>-<random>` directory name.
-fn parse_savepoint_dir(name: &str) -> Option<CheckpointId> {
+pub(crate) fn parse_savepoint_dir(name: &str) -> Option<CheckpointId> {
     name.strip_prefix(SAVEPOINT_PREFIX)?
         .split_once('-')?
         .0
@@ -335,7 +335,7 @@ fn parse_savepoint_dir(name: &str) -> Option<CheckpointId> {
 }
 
 /// The checkpoint id of a top-level `chk-<id>` directory name.
-fn parse_checkpoint_dir(name: &str) -> Option<CheckpointId> {
+pub(crate) fn parse_checkpoint_dir(name: &str) -> Option<CheckpointId> {
     name.strip_prefix("chk-")?.parse().ok()
 }
 

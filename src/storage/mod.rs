@@ -17,7 +17,7 @@
 //! A file written through [`SnapshotStore::create`] becomes visible only when its writer
 //! is [finished](SnapshotWrite::finish): complete and durable, or not there at all.
 
-mod checkpoints;
+pub(crate) mod checkpoints;
 mod local;
 mod sub;
 
