@@ -27,6 +27,7 @@
 //! against the file size or the block cap before anything is allocated from it, and every
 //! CRC is checked: a corrupted or hostile stream is an [`Error::Corrupted`], never a panic.
 
+use std::collections::HashSet;
 use std::io::{self, BufReader, Read, Write};
 
 use zstd::zstd_safe;
@@ -406,9 +407,11 @@ impl<'a> CanonicalReader<'a> {
         }
         self.range = KeyGroupRange::new(start, end);
         let count = r.varint("state count")?;
+        // A set, not a scan of the list: 16 MiB of states would take a quadratic scan days.
+        let mut names = HashSet::new();
         for _ in 0..count {
             let meta = StateMeta::decode(r.framed("state metadata")?)?;
-            if self.states.iter().any(|s| s.name == meta.name) {
+            if !names.insert(meta.name.clone()) {
                 return Err(format!("state '{}' appears twice", meta.name));
             }
             self.states.push(meta);
