@@ -83,7 +83,7 @@ pub use state::{
 pub use storage::{
     begin_savepoint, latest_checkpoint, list_savepoints, read_checkpoint, read_savepoint,
     CheckpointStorage, GarbageReport, LocalStore, PendingCheckpoint, Retention, SnapshotStore,
-    SnapshotWrite, StoragePath, SubStore,
+    SnapshotWrite, StoragePath, SubStore, UnfinishedWrite,
 };
 pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};
 
