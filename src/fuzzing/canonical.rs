@@ -170,7 +170,7 @@ fn write(
 
 type Recipe = (MaxParallelism, KeyGroupRange, Vec<StateMeta>, Vec<Entry>);
 
-/// A subtask's range, its states and sorted entries; now and then a value over a block.
+/// A subtask's range, its states and sorted entries; now and then one value over a block.
 fn stream_recipe(u: &mut Unstructured<'_>) -> arbitrary::Result<Recipe> {
     let max = recipe::max_parallelism(u)?;
     let parallelism = u.int_in_range(1..=max.get().min(4))?;
@@ -180,13 +180,17 @@ fn stream_recipe(u: &mut Unstructured<'_>) -> arbitrary::Result<Recipe> {
     };
     let states = recipe::states(u, 3)?;
     let mut entries = Vec::new();
+    let mut big = false;
     if !states.is_empty() {
         for _ in 0..recipe::count(u, 40)? {
             let kg = range.start() + u.int_in_range(0..=range.end() - range.start())?;
             let state = u.int_in_range(0..=states.len() - 1)? as u32;
             let mut key = kg.to_be_bytes().to_vec();
             key.extend_from_slice(&recipe::bytes(u, 12)?);
-            let value = if u.ratio(1, 64)? {
+            // One byte in 256, at most once a stream (not `ratio`, which says yes to every
+            // entry once the bytes run out).
+            let value = if !big && u.arbitrary::<u8>()? == 0xB1 {
+                big = true;
                 // Crosses block boundaries: the writer cuts inside the entry.
                 let len = u.int_in_range(BLOCK_CAP - 8..=2 * BLOCK_CAP + 8)?;
                 let seed: u8 = u.arbitrary()?;
