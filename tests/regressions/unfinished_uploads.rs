@@ -6,15 +6,13 @@
 //! each was becoming, and garbage collection deletes them by that path's rule; an upload
 //! of a checkpoint still in flight is left alone.
 
-mod common;
-
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::common::job::{Job, Model, Rng};
+use crate::common::Kind;
 use cairn::tools::collect_garbage;
 use cairn::{CheckpointStorage, LocalStore, MaxParallelism, Retention, SnapshotStore, StoragePath};
-use common::job::{Job, Model, Rng};
-use common::Kind;
 
 /// Starts writing `path` and dies, as a killed process does: the writer is never dropped.
 fn killed_upload(store: &LocalStore, path: &str) {
