@@ -420,7 +420,7 @@ impl Chain {
         let moment = self.pick_moment(has_checkpoint);
         let (mut child, lines, work) = self.spawn(0);
         let started = Instant::now();
-        let mut last = String::from("(nothing yet)");
+        let mut last = String::from("spawned");
         let mut seen = 0;
         let deadline = match moment {
             Moment::At(delay) => Some(started + delay),
