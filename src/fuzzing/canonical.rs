@@ -10,7 +10,7 @@ use crate::snapshot::SnapshotFile;
 use crate::storage::{SnapshotStore, StoragePath};
 
 use super::mem_store::MemStore;
-use super::recipe;
+use super::{recipe, reseal};
 
 /// One entry as the reader hands it out: state index, full composite key, value.
 type Entry = (u32, Vec<u8>, Vec<u8>);
@@ -23,6 +23,9 @@ const SINGLE_READS: usize = 32;
 /// whose ranged reads come back short, then writes valid entries and reads them back.
 pub fn canonical(data: &[u8]) -> Result<(), String> {
     let answer = read_raw(MemStore::new(stream_path(), data.to_vec()), data.len());
+    if let Some(sealed) = reseal::canonical(data).filter(|sealed| sealed != data) {
+        let _ = read_raw(MemStore::new(stream_path(), sealed.clone()), sealed.len());
+    }
     if !data.is_empty() {
         // Somewhere in the file the bytes end early: never a panic.
         let visible = crc32fast::hash(data) as usize % data.len();

@@ -8,7 +8,7 @@ use crate::operator_state::OperatorStateKind;
 use crate::snapshot::{metadata, JobSnapshot, OperatorSnapshot};
 use crate::storage::StoragePath;
 
-use super::recipe;
+use super::{recipe, reseal};
 
 /// Decodes `data` as a `_metadata` file; checks what it accepts (see the module docs of
 /// [`fuzzing`](super)).
@@ -16,6 +16,11 @@ pub fn metadata(data: &[u8]) -> Result<(), String> {
     let decoded = metadata::decode(data);
     if let Ok(job) = &decoded {
         check_accepted(data, job);
+    }
+    if let Some(sealed) = reseal::metadata(data).filter(|sealed| sealed != data) {
+        if let Ok(job) = metadata::decode(&sealed) {
+            check_accepted(&sealed, &job);
+        }
     }
     let mut u = Unstructured::new(data);
     if let Ok(job) = recipe::job_snapshot(&mut u) {

@@ -10,6 +10,8 @@
 //!    unchecked length; and checks what it accepted: it encodes again and decodes to the
 //!    same value, and what later code derives from it (restore plans, ranged reads) holds
 //!    together;
+//!    The bytes are also decoded once more with their CRC32s (and `_metadata`'s payload
+//!    length) made right, so that mutations reach the decoders behind the checksums;
 //! 2. reads the same bytes as a recipe ([`arbitrary::Unstructured`]) for a *valid* value,
 //!    encodes it with cairn's own encoder and checks that the decoder gives it back
 //!    exactly: `decode(encode(x)) == x`.
@@ -25,6 +27,7 @@ mod mem_store;
 mod metadata;
 mod operator_state;
 mod recipe;
+mod reseal;
 mod state_record;
 
 pub use canonical::canonical;
