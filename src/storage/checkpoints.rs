@@ -330,16 +330,20 @@ fn metadata_path(id: CheckpointId) -> Result<StoragePath> {
 
 /// The id of a top-level `savepoint-<id>-<random>` directory name.
 pub(crate) fn parse_savepoint_dir(name: &str) -> Option<CheckpointId> {
-    name.strip_prefix(SAVEPOINT_PREFIX)?
-        .split_once('-')?
-        .0
-        .parse()
-        .ok()
+    parse_id(name.strip_prefix(SAVEPOINT_PREFIX)?.split_once('-')?.0)
 }
 
-/// The checkpoint id of a top-level `chk-<id>` directory name.
+/// The checkpoint id of a top-level `chk-<id>` directory name: the engine's and the tools'
+/// one reading of it.
 pub(crate) fn parse_checkpoint_dir(name: &str) -> Option<CheckpointId> {
-    name.strip_prefix("chk-")?.parse().ok()
+    parse_id(name.strip_prefix("chk-")?)
+}
+
+/// An id as cairn writes it in a name: decimal, without sign or leading zeros, so that
+/// one id has one directory (`chk-05` is not checkpoint 5's, and is not cairn's).
+fn parse_id(digits: &str) -> Option<CheckpointId> {
+    let id: CheckpointId = digits.parse().ok()?;
+    (id.to_string() == digits).then_some(id)
 }
 
 /// Reads `chk-<id>/_metadata`.

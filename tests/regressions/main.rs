@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod directory_names;
 mod many_items;
 mod unfinished_uploads;
 mod zstd_window;
