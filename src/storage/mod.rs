@@ -15,7 +15,9 @@
 //! ```
 //!
 //! A file written through [`SnapshotStore::create`] becomes visible only when its writer
-//! is [finished](SnapshotWrite::finish): complete and durable, or not there at all.
+//! is [finished](SnapshotWrite::finish): complete and durable, or not there at all. A
+//! writer that never finishes because its process was killed may leave bytes behind; a
+//! store that can lists them ([`SnapshotStore::list_unfinished`]) for garbage collection.
 
 pub(crate) mod checkpoints;
 mod local;
