@@ -52,6 +52,9 @@ mod backend;
 mod clock;
 mod codec;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keygroup;
 mod operator_state;
 mod snapshot;
@@ -85,7 +88,7 @@ pub use state::{
 pub use storage::{
     begin_savepoint, latest_checkpoint, list_savepoints, read_checkpoint, read_savepoint,
     CheckpointStorage, GarbageReport, LocalStore, PendingCheckpoint, Retention, SnapshotStore,
-    SnapshotWrite, StoragePath, SubStore,
+    SnapshotWrite, StoragePath, SubStore, UnfinishedWrite,
 };
 pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};
 

@@ -22,8 +22,8 @@
 //! - a newer (and a zero) format version, another magic, an unknown snapshot kind or handle
 //!   format, a truncated file and trailing bytes;
 //! - handles that swap their subtasks' files, or one that names another subtask's files,
-//!   every file whole and matching its recorded size and CRC32 (a RocksDB rescale, and a
-//!   RocksDB restore of canonical handles, do not refuse the latter: ignored bug tests);
+//!   every file whole and matching its recorded size and CRC32, on a restore at the same
+//!   parallelism, a RocksDB rescale, and a RocksDB restore of canonical handles;
 //! - a flipped bit in every file of a real checkpoint of either backend (a few positions in
 //!   each file), and in `_metadata`.
 

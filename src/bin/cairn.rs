@@ -891,11 +891,13 @@ fn print_gc(r: &GcReport) {
         return;
     }
     println!(
-        "{verb} {} files, {}: {} shared file{} and the directories of {} checkpoint{} that never completed {:?}",
+        "{verb} {} files, {}: {} shared file{}, {} unfinished upload{} and the directories of {} checkpoint{} that never completed {:?}",
         r.deleted.len(),
         size(r.deleted_bytes),
         r.shared_files,
         if r.shared_files == 1 { "" } else { "s" },
+        r.unfinished_files,
+        if r.unfinished_files == 1 { "" } else { "s" },
         r.abandoned_checkpoints.len(),
         if r.abandoned_checkpoints.len() == 1 { "" } else { "s" },
         r.abandoned_checkpoints

@@ -27,6 +27,7 @@
 //! against the file size or the block cap before anything is allocated from it, and every
 //! CRC is checked: a corrupted or hostile stream is an [`Error::Corrupted`], never a panic.
 
+use std::collections::HashSet;
 use std::io::{self, BufReader, Read, Write};
 
 use zstd::zstd_safe;
@@ -413,9 +414,11 @@ impl<'a> CanonicalReader<'a> {
         }
         self.range = KeyGroupRange::new(start, end);
         let count = r.varint("state count")?;
+        // A set, not a scan of the list: 16 MiB of states would take a quadratic scan days.
+        let mut names = HashSet::new();
         for _ in 0..count {
             let meta = StateMeta::decode(r.framed("state metadata")?)?;
-            if self.states.iter().any(|s| s.name == meta.name) {
+            if !names.insert(meta.name.clone()) {
                 return Err(format!("state '{}' appears twice", meta.name));
             }
             self.states.push(meta);
@@ -581,30 +584,7 @@ impl<'a> CanonicalReader<'a> {
             self.read_exact(input, &mut buffers.compressed)?;
             check_crc(&crc, crc32fast::hash(&buffers.compressed), "block")
                 .map_err(|d| self.corrupted(format!("key group {kg}: {d}")))?;
-            let before = buffers.pending.len();
-            let decompressed =
-                zstd::stream::read::Decoder::with_context(buffers.compressed.as_slice(), context)
-                    .single_frame()
-                    .take(u64::from(uncompressed_len) + 1)
-                    .read_to_end(&mut buffers.pending);
-            match decompressed {
-                Ok(n) if n == uncompressed_len as usize => {}
-                Ok(n) => {
-                    let found = if n > uncompressed_len as usize {
-                        "more".to_string()
-                    } else {
-                        n.to_string()
-                    };
-                    return Err(self.corrupted(format!(
-                        "key group {kg}: a block decompresses to {found} bytes where its \
-                         header says {uncompressed_len}"
-                    )));
-                }
-                Err(e) => {
-                    buffers.pending.truncate(before);
-                    return Err(self.corrupted(format!("key group {kg}: zstd: {e}")));
-                }
-            }
+            self.decompress(kg, context, buffers, uncompressed_len as usize)?;
             decoder
                 .feed(&mut buffers.pending, visit)
                 .map_err(|e| match e {
@@ -615,6 +595,43 @@ impl<'a> CanonicalReader<'a> {
         decoder
             .finish(&buffers.pending)
             .map_err(|d| self.corrupted(format!("key group {kg}: {d}")))
+    }
+
+    /// Decompresses the block in `buffers.compressed`, which must be one zstd frame, and
+    /// appends its `len` bytes (at most [`BLOCK_CAP`]) to `buffers.pending`.
+    ///
+    /// In one call, into the pending buffer itself: a frame's header says how large a
+    /// window its decoder needs (up to 2 GiB), and a streaming decoder allocates that much
+    /// before it reads the data; decoding into a buffer of exactly `len` bytes needs no
+    /// window of its own, so nothing a frame claims is allocated.
+    fn decompress(
+        &self,
+        kg: KeyGroup,
+        context: &mut zstd_safe::DCtx<'static>,
+        buffers: &mut Buffers,
+        len: usize,
+    ) -> Result<()> {
+        let compressed = buffers.compressed.as_slice();
+        if zstd_safe::find_frame_compressed_size(compressed) != Ok(compressed.len()) {
+            return Err(self.corrupted(format!(
+                "key group {kg}: a block is not exactly one zstd frame"
+            )));
+        }
+        let before = buffers.pending.len();
+        buffers.pending.resize(before + len, 0);
+        let decompressed = context.decompress(&mut buffers.pending[before..], compressed);
+        if decompressed == Ok(len) {
+            return Ok(());
+        }
+        buffers.pending.truncate(before);
+        let detail = match decompressed {
+            Ok(n) => format!("a block decompresses to {n} bytes where its header says {len}"),
+            Err(code) if zstd_safe::get_error_name(code).contains("too small") => {
+                format!("a block decompresses to more bytes than the {len} its header says")
+            }
+            Err(code) => format!("zstd: {}", zstd_safe::get_error_name(code)),
+        };
+        Err(self.corrupted(format!("key group {kg}: {detail}")))
     }
 
     /// Reads exactly `len` bytes at `offset`; callers bound `len` first.

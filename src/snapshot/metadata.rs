@@ -21,6 +21,8 @@
 //! on (subtask count equals parallelism, key groups inside max parallelism, paths and file
 //! names that cannot leave their directory) so that later code can trust a decoded value.
 
+use std::collections::HashSet;
+
 use crate::backend::key::{write_framed, write_varint};
 use crate::backend::meta::Reader;
 use crate::backend::StateMeta;
@@ -159,12 +161,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<JobSnapshot, String> {
     let taken_at_millis = u64::from_be_bytes(r.array("timestamp")?);
     let operator_count = r.varint("operator count")?;
     let mut operators: Vec<OperatorSnapshot> = Vec::new();
+    // Repeats are found with sets: a list scan per item is quadratic, and a hostile file
+    // of millions of items would keep every reader busy for days.
+    let mut ids = HashSet::new();
     for _ in 0..operator_count {
         let operator = decode_operator(&mut r)?;
-        if operators
-            .iter()
-            .any(|o| o.operator_id == operator.operator_id)
-        {
+        if !ids.insert(operator.operator_id.clone()) {
             return Err(format!("operator '{}' appears twice", operator.operator_id));
         }
         operators.push(operator);
@@ -249,15 +251,17 @@ fn decode_handle(r: &mut Reader<'_>) -> Result<KeyedStateHandle, String> {
     let checkpoint_id = u64::from_be_bytes(r.array("checkpoint id")?);
     let state_count = r.varint("state count")?;
     let mut states: Vec<StateMeta> = Vec::new();
+    let mut state_names = HashSet::new();
     for _ in 0..state_count {
         let meta = StateMeta::decode(r.framed("state metadata")?)?;
-        if states.iter().any(|s| s.name == meta.name) {
+        if !state_names.insert(meta.name.clone()) {
             return Err(format!("state '{}' appears twice", meta.name));
         }
         states.push(meta);
     }
     let file_count = r.varint("file count")?;
     let mut files: Vec<SnapshotFile> = Vec::new();
+    let mut file_names = HashSet::new();
     for _ in 0..file_count {
         let name = String::from_utf8(r.framed("file name")?.to_vec())
             .map_err(|_| "a file name is not UTF-8".to_string())?;
@@ -269,7 +273,7 @@ fn decode_handle(r: &mut Reader<'_>) -> Result<KeyedStateHandle, String> {
         let path = StoragePath::new(path).map_err(|e| e.to_string())?;
         let size = u64::from_be_bytes(r.array("file size")?);
         let crc32 = u32::from_be_bytes(r.array("file crc32")?);
-        if files.iter().any(|f| f.name == name) {
+        if !file_names.insert(name.clone()) {
             return Err(format!("file '{name}' appears twice"));
         }
         files.push(SnapshotFile {

@@ -106,6 +106,9 @@ pub struct GarbageReport {
     pub abandoned: Vec<CheckpointId>,
     /// Shared files deleted.
     pub shared_files: usize,
+    /// Unfinished writes of shared files deleted: uploads a killed process left behind
+    /// (see [`SnapshotStore::list_unfinished`]).
+    pub unfinished_files: usize,
     /// Checkpoints whose `_metadata` exists but does not decode: kept, and while there are
     /// any no shared file is deleted (what they reference is unknown).
     pub unreadable: Vec<CheckpointId>,
@@ -326,17 +329,21 @@ fn metadata_path(id: CheckpointId) -> Result<StoragePath> {
 }
 
 /// The id of a top-level `savepoint-<id>-<random>` directory name.
-fn parse_savepoint_dir(name: &str) -> Option<CheckpointId> {
-    name.strip_prefix(SAVEPOINT_PREFIX)?
-        .split_once('-')?
-        .0
-        .parse()
-        .ok()
+pub(crate) fn parse_savepoint_dir(name: &str) -> Option<CheckpointId> {
+    parse_id(name.strip_prefix(SAVEPOINT_PREFIX)?.split_once('-')?.0)
 }
 
-/// The checkpoint id of a top-level `chk-<id>` directory name.
-fn parse_checkpoint_dir(name: &str) -> Option<CheckpointId> {
-    name.strip_prefix("chk-")?.parse().ok()
+/// The checkpoint id of a top-level `chk-<id>` directory name: the engine's and the tools'
+/// one reading of it.
+pub(crate) fn parse_checkpoint_dir(name: &str) -> Option<CheckpointId> {
+    parse_id(name.strip_prefix("chk-")?)
+}
+
+/// An id as cairn writes it in a name: decimal, without sign or leading zeros, so that
+/// one id has one directory (`chk-05` is not checkpoint 5's, and is not cairn's).
+fn parse_id(digits: &str) -> Option<CheckpointId> {
+    let id: CheckpointId = digits.parse().ok()?;
+    (id.to_string() == digits).then_some(id)
 }
 
 /// Reads `chk-<id>/_metadata`.
@@ -387,6 +394,12 @@ fn scan(
                 warn!(checkpoint = id, error = %e, "skipping a checkpoint that cannot be read")
             }
         }
+    }
+    // A directory holding only a write that never finished still used its id.
+    for write in store.list_unfinished(None)? {
+        let top = write.target.top();
+        let id = parse_checkpoint_dir(top).or_else(|| parse_savepoint_dir(top));
+        highest = highest.max(id.unwrap_or(0));
     }
     Ok((completed, highest))
 }
@@ -774,6 +787,21 @@ impl CheckpointStorage {
         let mut abandoned = HashSet::new();
         let mut unreadable = HashSet::new();
         let mut unreferenced = Vec::new();
+        // Writes a killed process left: an upload to shared/ goes by the rule of the file
+        // it was becoming; one inside a checkpoint's directory makes that directory
+        // abandoned if the checkpoint is, even when nothing in it ever finished.
+        let mut unfinished = Vec::new();
+        for write in self.store.list_unfinished(None)? {
+            if write.target.top() == SHARED_DIR {
+                if shared_file_creator(&write.target).is_some_and(|creator| creator < oldest) {
+                    unfinished.push(write.temp);
+                }
+            } else if let Some(id) = parse_checkpoint_dir(write.target.top()) {
+                if !state.completed.contains_key(&id) && id < latest {
+                    abandoned.insert(id);
+                }
+            }
+        }
         for path in self.store.list(None)? {
             if path.top() == SHARED_DIR {
                 let old = shared_file_creator(&path).is_some_and(|creator| creator < oldest);
@@ -806,6 +834,10 @@ impl CheckpointStorage {
                 self.store.delete(path)?;
             }
             report.shared_files = unreferenced.len();
+            for temp in &unfinished {
+                self.store.delete(temp)?;
+            }
+            report.unfinished_files = unfinished.len();
         }
         for id in abandoned.difference(&unreadable) {
             self.store.delete_dir(&checkpoint_dir(*id)?)?;
@@ -842,6 +874,12 @@ impl CheckpointStorage {
         for path in self.store.list(None)? {
             if path.top() == SHARED_DIR || parse_checkpoint_dir(path.top()).is_some() {
                 self.store.delete(&path)?;
+            }
+        }
+        for write in self.store.list_unfinished(None)? {
+            let top = write.target.top();
+            if top == SHARED_DIR || parse_checkpoint_dir(top).is_some() {
+                self.store.delete(&write.temp)?;
             }
         }
         info!(location = %self.store.location(), "deleted every checkpoint of the cancelled job");

@@ -2,17 +2,43 @@
 //!
 //! A file is written to a temporary name in its directory, synced, renamed into place and
 //! its directory synced: after [`SnapshotWrite::finish`] returns, the file survives a crash
-//! and no reader ever sees half of it. Symbolic links under the root are never followed.
+//! and no reader ever sees half of it. The temporary name, `.cairn-tmp-<32 hex>-<name>`,
+//! keeps the file's own name, so that the write a killed process left behind can be told
+//! by [`SnapshotStore::list_unfinished`] and collected by the rule for the file it was
+//! becoming. Symbolic links under the root are never followed.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::storage::{random_u128, SnapshotStore, SnapshotWrite, StoragePath};
+use crate::storage::{random_u128, SnapshotStore, SnapshotWrite, StoragePath, UnfinishedWrite};
 
 /// Names of files being written start with this; [`LocalStore::list`] skips them.
 const TEMP_PREFIX: &str = ".cairn-tmp-";
+
+/// The longest file name a temporary name carries: with the prefix and the random part it
+/// stays within the 255 bytes file systems allow in a name.
+const MAX_NAMED_TEMP: usize = 200;
+
+/// The temporary name of a write of the file `name`: `.cairn-tmp-<32 hex>-<name>`, or
+/// `.cairn-tmp-<32 hex>` for a name too long to carry.
+fn temp_name(name: &str) -> String {
+    let random = random_u128();
+    if name.len() <= MAX_NAMED_TEMP {
+        format!("{TEMP_PREFIX}{random:032x}-{name}")
+    } else {
+        format!("{TEMP_PREFIX}{random:032x}")
+    }
+}
+
+/// The file name a temporary name carries, if it carries one.
+fn temp_target(temp: &str) -> Option<&str> {
+    let rest = temp.strip_prefix(TEMP_PREFIX)?;
+    let (random, name) = (rest.get(..32)?, rest.get(32..)?.strip_prefix('-')?);
+    let hex = random.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && !name.is_empty()).then_some(name)
+}
 
 /// Snapshot storage in a directory.
 ///
@@ -88,12 +114,33 @@ impl LocalStore {
         }
     }
 
+    /// The finished files and the unfinished writes under `dir` (the root for `None`).
+    fn walk(&self, dir: Option<&StoragePath>) -> Result<(Vec<StoragePath>, Vec<UnfinishedWrite>)> {
+        let (mut files, mut unfinished) = (Vec::new(), Vec::new());
+        match dir {
+            None => self.list_into(&self.root, "", &mut files, &mut unfinished)?,
+            Some(dir) => {
+                let full = self.resolve(dir)?;
+                self.list_into(&full, dir.as_str(), &mut files, &mut unfinished)?;
+            }
+        }
+        Ok((files, unfinished))
+    }
+
     fn open_file(&self, path: &StoragePath) -> Result<File> {
         let full = self.resolve(path)?;
         File::open(full).map_err(|e| self.io("open", path, e))
     }
 
-    fn list_into(&self, dir: &Path, rel: &str, out: &mut Vec<StoragePath>) -> Result<()> {
+    /// Walks `dir` (at `rel` under the root): finished files into `out`, temporary files of
+    /// unfinished writes into `unfinished`.
+    fn list_into(
+        &self,
+        dir: &Path,
+        rel: &str,
+        out: &mut Vec<StoragePath>,
+        unfinished: &mut Vec<UnfinishedWrite>,
+    ) -> Result<()> {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -113,9 +160,6 @@ impl LocalStore {
             })?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with(TEMP_PREFIX) {
-                continue;
-            }
             let file_type = entry.file_type().map_err(|source| Error::Io {
                 op: "list",
                 path: entry.path(),
@@ -127,12 +171,22 @@ impl LocalStore {
                 format!("{rel}/{name}")
             };
             if file_type.is_dir() {
-                self.list_into(&entry.path(), &child, out)?;
-            } else if file_type.is_file() {
-                // A name the store could not have written is not a snapshot file.
-                if let Ok(path) = StoragePath::new(child) {
-                    out.push(path);
+                self.list_into(&entry.path(), &child, out, unfinished)?;
+            } else if !file_type.is_file() {
+                continue;
+            } else if name.starts_with(TEMP_PREFIX) {
+                let target = temp_target(name).map(|target| match rel {
+                    "" => target.to_string(),
+                    _ => format!("{rel}/{target}"),
+                });
+                if let (Ok(temp), Some(Ok(target))) =
+                    (StoragePath::new(child), target.map(StoragePath::new))
+                {
+                    unfinished.push(UnfinishedWrite { temp, target });
                 }
+            } else if let Ok(path) = StoragePath::new(child) {
+                // A name the store could not have written is not a snapshot file.
+                out.push(path);
             }
         }
         Ok(())
@@ -150,7 +204,7 @@ impl SnapshotStore for LocalStore {
             .parent()
             .map_or_else(|| self.root.clone(), Path::to_path_buf);
         fs::create_dir_all(&dir).map_err(|e| self.io("create the directory of", path, e))?;
-        let temp = dir.join(format!("{TEMP_PREFIX}{:032x}", random_u128()));
+        let temp = dir.join(temp_name(path.file_name()));
         let file = File::create(&temp).map_err(|e| self.io("create", path, e))?;
         Ok(Box::new(LocalWrite {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
@@ -190,15 +244,11 @@ impl SnapshotStore for LocalStore {
     }
 
     fn list(&self, dir: Option<&StoragePath>) -> Result<Vec<StoragePath>> {
-        let mut out = Vec::new();
-        match dir {
-            None => self.list_into(&self.root, "", &mut out)?,
-            Some(dir) => {
-                let full = self.resolve(dir)?;
-                self.list_into(&full, dir.as_str(), &mut out)?;
-            }
-        }
-        Ok(out)
+        Ok(self.walk(dir)?.0)
+    }
+
+    fn list_unfinished(&self, dir: Option<&StoragePath>) -> Result<Vec<UnfinishedWrite>> {
+        Ok(self.walk(dir)?.1)
     }
 
     fn delete(&self, path: &StoragePath) -> Result<()> {
@@ -323,6 +373,53 @@ mod tests {
         drop(dropped);
         let names: Vec<_> = fs::read_dir(store.root().join("chk-1")).unwrap().collect();
         assert_eq!(names.len(), 1, "an unfinished write leaves nothing behind");
+    }
+
+    /// A killed process never drops its writer: its temporary file stays, listed as an
+    /// unfinished write of the file it was becoming, until it is deleted by that path.
+    #[test]
+    fn a_write_a_killed_process_left_is_listed_as_unfinished() {
+        let (_dir, store) = store();
+        let target = path("shared/3-ab-000012.sst");
+        let mut killed = store.create(&target).unwrap();
+        killed.write_all(b"half").unwrap();
+        killed.flush().unwrap();
+        std::mem::forget(killed);
+        let finished = store.create(&path("shared/3-ab-000013.sst")).unwrap();
+        finished.finish().unwrap();
+
+        assert_eq!(
+            store.list(None).unwrap(),
+            vec![path("shared/3-ab-000013.sst")]
+        );
+        let unfinished = store.list_unfinished(None).unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].target, target);
+        assert!(unfinished[0].temp.file_name().starts_with(TEMP_PREFIX));
+        assert_eq!(
+            store.list_unfinished(Some(&path("shared"))).unwrap(),
+            unfinished
+        );
+        assert!(store
+            .list_unfinished(Some(&path("chk-1")))
+            .unwrap()
+            .is_empty());
+        store.delete(&unfinished[0].temp).unwrap();
+        assert!(store.list_unfinished(None).unwrap().is_empty());
+        let names: Vec<_> = fs::read_dir(store.root().join("shared")).unwrap().collect();
+        assert_eq!(names.len(), 1, "only the finished file is left");
+    }
+
+    #[test]
+    fn temporary_names_carry_the_file_name_when_it_fits() {
+        let name = temp_name("000012.sst");
+        assert_eq!(temp_target(&name), Some("000012.sst"));
+        let long = "x".repeat(MAX_NAMED_TEMP + 1);
+        let name = temp_name(&long);
+        assert!(name.len() < 255);
+        assert_eq!(temp_target(&name), None);
+        assert_eq!(temp_target(".cairn-tmp-zz"), None);
+        assert_eq!(temp_target("000012.sst"), None);
     }
 
     #[test]

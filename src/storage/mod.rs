@@ -15,9 +15,11 @@
 //! ```
 //!
 //! A file written through [`SnapshotStore::create`] becomes visible only when its writer
-//! is [finished](SnapshotWrite::finish): complete and durable, or not there at all.
+//! is [finished](SnapshotWrite::finish): complete and durable, or not there at all. A
+//! writer that never finishes because its process was killed may leave bytes behind; a
+//! store that can lists them ([`SnapshotStore::list_unfinished`]) for garbage collection.
 
-mod checkpoints;
+pub(crate) mod checkpoints;
 mod local;
 mod sub;
 
@@ -118,6 +120,15 @@ fn check_path(path: &str) -> std::result::Result<(), &'static str> {
     Ok(())
 }
 
+/// A write that has not finished: see [`SnapshotStore::list_unfinished`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnfinishedWrite {
+    /// Where its bytes are until it finishes; deleting this path discards it.
+    pub temp: StoragePath,
+    /// The path the file was being written to.
+    pub target: StoragePath,
+}
+
 /// A file being written to a store; visible to readers only after [`finish`](Self::finish).
 ///
 /// Dropping a writer without finishing it discards what was written.
@@ -177,6 +188,21 @@ pub trait SnapshotStore: Send + Sync {
     /// # Errors
     /// The store's I/O error.
     fn delete(&self, path: &StoragePath) -> Result<()>;
+
+    /// The writes under `dir` (the whole store for `None`) that began and have not
+    /// finished: in flight, or left behind for good by a writer that died (a killed
+    /// process never drops its [`SnapshotWrite`]). The store cannot tell which; garbage
+    /// collection decides by the path each was being written to, and deletes one with
+    /// [`delete`](Self::delete) of its [`UnfinishedWrite::temp`] path.
+    ///
+    /// A store whose interrupted writes leave nothing behind returns none (the default).
+    ///
+    /// # Errors
+    /// The store's I/O error.
+    fn list_unfinished(&self, dir: Option<&StoragePath>) -> Result<Vec<UnfinishedWrite>> {
+        let _ = dir;
+        Ok(Vec::new())
+    }
 
     /// Deletes every file under the directory `dir`.
     ///

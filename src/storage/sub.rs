@@ -5,7 +5,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::storage::{SnapshotStore, SnapshotWrite, StoragePath};
+use crate::storage::{SnapshotStore, SnapshotWrite, StoragePath, UnfinishedWrite};
 
 /// The files under `dir` of another store, with paths relative to `dir`.
 ///
@@ -40,6 +40,20 @@ impl SubStore {
     fn outer(&self, path: &StoragePath) -> Result<StoragePath> {
         self.dir.join(path.as_str())
     }
+
+    /// `dir` in the outer store; `dir` itself for `None`.
+    fn outer_dir(&self, dir: Option<&StoragePath>) -> Result<StoragePath> {
+        match dir {
+            Some(dir) => self.outer(dir),
+            None => Ok(self.dir.clone()),
+        }
+    }
+
+    /// A path of the outer store relative to `dir`, if it is under it.
+    fn inner_path(&self, outer: &StoragePath) -> Option<Result<StoragePath>> {
+        let rest = outer.as_str().strip_prefix(self.dir.as_str())?;
+        rest.strip_prefix('/').map(StoragePath::new)
+    }
 }
 
 impl SnapshotStore for SubStore {
@@ -69,16 +83,26 @@ impl SnapshotStore for SubStore {
     }
 
     fn list(&self, dir: Option<&StoragePath>) -> Result<Vec<StoragePath>> {
-        let outer = match dir {
-            Some(dir) => self.outer(dir)?,
-            None => self.dir.clone(),
-        };
-        let prefix = format!("{}/", self.dir);
         self.inner
-            .list(Some(&outer))?
-            .into_iter()
-            .filter_map(|p| p.as_str().strip_prefix(&prefix).map(StoragePath::new))
+            .list(Some(&self.outer_dir(dir)?))?
+            .iter()
+            .filter_map(|p| self.inner_path(p))
             .collect()
+    }
+
+    fn list_unfinished(&self, dir: Option<&StoragePath>) -> Result<Vec<UnfinishedWrite>> {
+        let mut out = Vec::new();
+        for write in self.inner.list_unfinished(Some(&self.outer_dir(dir)?))? {
+            if let (Some(temp), Some(target)) =
+                (self.inner_path(&write.temp), self.inner_path(&write.target))
+            {
+                out.push(UnfinishedWrite {
+                    temp: temp?,
+                    target: target?,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn delete(&self, path: &StoragePath) -> Result<()> {

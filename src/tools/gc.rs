@@ -7,7 +7,8 @@
 //! [`collect_garbage`](CheckpointStorage::collect_garbage) runs on a store that records
 //! every deletion (and, for a dry run, performs none). So the tool deletes exactly what the
 //! engine would: shared files that no completed checkpoint references and that a
-//! checkpoint older than the oldest completed one created, and `chk-<id>/` directories
+//! checkpoint older than the oldest completed one created, unfinished uploads of such files
+//! (temporary files a killed process left in `shared/`), and `chk-<id>/` directories
 //! without `_metadata` older than the latest completed one. Savepoint directories are never
 //! touched.
 
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::snapshot::METADATA_FILE;
 use crate::storage::{
     CheckpointStorage, LocalStore, Retention, SnapshotStore, SnapshotWrite, StoragePath,
+    UnfinishedWrite,
 };
 
 use super::open::{checkpoint_dir_id, read_metadata};
@@ -47,6 +49,8 @@ pub struct GcReport {
     pub abandoned_checkpoints: Vec<u64>,
     /// Shared files deleted.
     pub shared_files: usize,
+    /// Unfinished uploads to `shared/` deleted: temporary files a killed process left.
+    pub unfinished_files: usize,
     /// Every file deleted, by path.
     pub deleted: Vec<DeletedFile>,
     /// Their bytes.
@@ -105,6 +109,10 @@ impl SnapshotStore for Recording {
 
     fn list(&self, dir: Option<&StoragePath>) -> Result<Vec<StoragePath>> {
         self.inner.list(dir)
+    }
+
+    fn list_unfinished(&self, dir: Option<&StoragePath>) -> Result<Vec<UnfinishedWrite>> {
+        self.inner.list_unfinished(dir)
     }
 
     fn delete(&self, path: &StoragePath) -> Result<()> {
@@ -206,6 +214,7 @@ pub fn collect_garbage(root: &Path, dry_run: bool) -> Result<GcReport> {
         checkpoints: checkpoints.clone(),
         abandoned_checkpoints: Vec::new(),
         shared_files: 0,
+        unfinished_files: 0,
         deleted: Vec::new(),
         deleted_bytes: 0,
     };
@@ -219,6 +228,7 @@ pub fn collect_garbage(root: &Path, dry_run: bool) -> Result<GcReport> {
     debug_assert!(garbage.subsumed.is_empty(), "every checkpoint is retained");
     report.abandoned_checkpoints = garbage.abandoned;
     report.shared_files = garbage.shared_files;
+    report.unfinished_files = garbage.unfinished_files;
     report.deleted =
         std::mem::take(&mut *recording.deleted.lock().unwrap_or_else(|e| e.into_inner()));
     report.deleted_bytes = report.deleted.iter().map(|f| f.size).sum();

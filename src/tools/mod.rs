@@ -22,12 +22,12 @@
 //! savepoint beside, never into, the snapshot it reads.
 
 mod convert;
-mod decode;
+pub(crate) mod decode;
 mod diff;
 mod dump;
 mod gc;
 mod inspect;
-mod open;
+pub(crate) mod open;
 mod read;
 mod verify;
 

@@ -33,13 +33,9 @@ pub fn files_root(metadata_dir: &Path, kind: SnapshotKind) -> PathBuf {
     }
 }
 
-/// The checkpoint id of a `chk-<id>` directory name.
+/// The checkpoint id of a `chk-<id>` directory name, read as the engine reads it.
 pub(crate) fn checkpoint_dir_id(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("chk-")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    crate::storage::checkpoints::parse_checkpoint_dir(name)
 }
 
 /// Whether a top-level directory name is a savepoint's.

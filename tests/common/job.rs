@@ -2,6 +2,7 @@
 //! what every key holds, and checkpoints, savepoints and restores of the whole job.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use cairn::{
@@ -32,6 +33,67 @@ pub fn map_descriptor() -> MapStateDescriptor<String, u8, u64> {
     MapStateDescriptor::new("by-hour", Utf8, BigEndian, BigEndian)
 }
 
+/// One change to one key's state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Sets the value.
+    Set(String, u64),
+    /// Appends to the list.
+    Append(String, u32),
+    /// Puts a map entry.
+    Put(String, u8, u64),
+    /// Removes a map entry and clears the value.
+    Remove(String, u8),
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Set(key, _) | Op::Append(key, _) | Op::Put(key, _, _) | Op::Remove(key, _) => key,
+        }
+    }
+}
+
+/// `count` random changes to keys `0..keys`.
+pub fn ops(rng: &mut Rng, keys: u64, count: usize) -> Vec<Op> {
+    (0..count)
+        .map(|_| {
+            let n = rng.next();
+            let key = format!("key-{}", n % keys);
+            match (n >> 32) % 5 {
+                0 | 1 => Op::Set(key, n >> 40),
+                2 => Op::Append(key, (n >> 44) as u32),
+                3 => Op::Put(key, (n >> 48) as u8 % 4, n >> 50),
+                _ => Op::Remove(key, (n >> 48) as u8 % 4),
+            }
+        })
+        .collect()
+}
+
+impl Model {
+    /// Applies one change.
+    pub fn apply(&mut self, op: &Op) {
+        let entry = self.0.entry(op.key().to_string()).or_default();
+        match op {
+            Op::Set(_, v) => entry.0 = Some(*v),
+            Op::Append(_, e) => entry.1.push(*e),
+            Op::Put(_, uk, v) => {
+                entry.2.insert(*uk, *v);
+            }
+            Op::Remove(_, uk) => {
+                entry.2.remove(uk);
+                entry.0 = None;
+            }
+        }
+    }
+
+    /// Forgets keys that hold nothing, as a backend does.
+    pub fn prune(&mut self) {
+        self.0
+            .retain(|_, (v, l, m)| v.is_some() || !l.is_empty() || !m.is_empty());
+    }
+}
+
 /// A deterministic stream of numbers for test data.
 pub struct Rng(pub u64);
 impl Rng {
@@ -56,7 +118,12 @@ pub struct Job {
 
 impl Job {
     pub fn new(kind: Kind, max: MaxParallelism, parallelism: u32) -> Self {
-        let dirs = tempfile::tempdir().unwrap();
+        Self::new_in(&std::env::temp_dir(), kind, max, parallelism)
+    }
+
+    /// A new job whose RocksDB directories are in a new directory under `base`.
+    pub fn new_in(base: &Path, kind: Kind, max: MaxParallelism, parallelism: u32) -> Self {
+        let dirs = tempfile::tempdir_in(base).unwrap();
         let clock = ManualClock::new(1_000);
         let subtasks = (0..parallelism)
             .map(|i| {
@@ -95,7 +162,26 @@ impl Job {
         max: MaxParallelism,
         parallelism: u32,
     ) -> cairn::Result<Self> {
-        let dirs = tempfile::tempdir().unwrap();
+        Self::restore_in(
+            &std::env::temp_dir(),
+            kind,
+            store,
+            snapshot,
+            max,
+            parallelism,
+        )
+    }
+
+    /// [`Job::restore`], with the RocksDB directories in a new directory under `base`.
+    pub fn restore_in(
+        base: &Path,
+        kind: Kind,
+        store: &Arc<dyn SnapshotStore>,
+        snapshot: &JobSnapshot,
+        max: MaxParallelism,
+        parallelism: u32,
+    ) -> cairn::Result<Self> {
+        let dirs = tempfile::tempdir_in(base).unwrap();
         let clock = ManualClock::new(1_000);
         let mut subtasks = Vec::new();
         for plan in snapshot.restore_plan(OPERATOR, parallelism, max)? {
@@ -138,59 +224,45 @@ impl Job {
 
     /// Applies `count` random changes to keys `0..keys`, to the job and the model.
     pub fn write(&self, model: &mut Model, rng: &mut Rng, keys: u64, count: usize) {
-        for _ in 0..count {
-            let n = rng.next();
-            let key = format!("key-{}", n % keys);
-            let store = &self.subtasks[self.owner(&key)];
-            let entry = model.0.entry(key.clone()).or_default();
-            match (n >> 32) % 5 {
-                0 | 1 => {
-                    let v = n >> 40;
-                    store
-                        .value_state(&value_descriptor())
-                        .unwrap()
-                        .update(&key, &v)
-                        .unwrap();
-                    entry.0 = Some(v);
-                }
-                2 => {
-                    let e = (n >> 44) as u32;
-                    store
-                        .list_state(&list_descriptor())
-                        .unwrap()
-                        .add(&key, &e)
-                        .unwrap();
-                    entry.1.push(e);
-                }
-                3 => {
-                    let (uk, v) = ((n >> 48) as u8 % 4, n >> 50);
-                    store
-                        .map_state(&map_descriptor())
-                        .unwrap()
-                        .put(&key, &uk, &v)
-                        .unwrap();
-                    entry.2.insert(uk, v);
-                }
-                _ => {
-                    let uk = (n >> 48) as u8 % 4;
-                    store
-                        .map_state(&map_descriptor())
-                        .unwrap()
-                        .remove(&key, &uk)
-                        .unwrap();
-                    entry.2.remove(&uk);
-                    store
-                        .value_state(&value_descriptor())
-                        .unwrap()
-                        .clear(&key)
-                        .unwrap();
-                    entry.0 = None;
-                }
+        for op in ops(rng, keys, count) {
+            self.apply(&op);
+            model.apply(&op);
+        }
+        model.prune();
+    }
+
+    /// Applies one change to the subtask that owns its key.
+    pub fn apply(&self, op: &Op) {
+        let store = &self.subtasks[self.owner(op.key())];
+        match op {
+            Op::Set(key, v) => store
+                .value_state(&value_descriptor())
+                .unwrap()
+                .update(key, v)
+                .unwrap(),
+            Op::Append(key, e) => store
+                .list_state(&list_descriptor())
+                .unwrap()
+                .add(key, e)
+                .unwrap(),
+            Op::Put(key, uk, v) => store
+                .map_state(&map_descriptor())
+                .unwrap()
+                .put(key, uk, v)
+                .unwrap(),
+            Op::Remove(key, uk) => {
+                store
+                    .map_state(&map_descriptor())
+                    .unwrap()
+                    .remove(key, uk)
+                    .unwrap();
+                store
+                    .value_state(&value_descriptor())
+                    .unwrap()
+                    .clear(key)
+                    .unwrap();
             }
         }
-        model
-            .0
-            .retain(|_, (v, l, m)| v.is_some() || !l.is_empty() || !m.is_empty());
     }
 
     /// Checks that every subtask holds exactly the model's state of its keys, and no other.

@@ -311,11 +311,8 @@ impl RocksDbBackend {
         let meta_cf = db
             .cf_handle(META_CF)
             .ok_or_else(|| backend.missing_cf(META_CF))?;
-        let mut record = vec![BACKEND_RECORD_VERSION];
-        record.extend_from_slice(&backend.max_parallelism.get().to_be_bytes());
-        record.extend_from_slice(&backend.range.start().to_be_bytes());
-        record.extend_from_slice(&backend.range.end().to_be_bytes());
-        db.put_cf(meta_cf, BACKEND_RECORD, &record)
+        let record = encode_backend_record(backend.max_parallelism, backend.range);
+        db.put_cf(meta_cf, BACKEND_RECORD, record)
             .and_then(|()| db.flush_cf(meta_cf))
             .map_err(|e| backend.rocks("write the backend record", e))?;
         debug!(dir = %backend.dir.display(), states = states.len(), "opened RocksDB backend");
@@ -572,8 +569,19 @@ impl RocksDbBackend {
     }
 }
 
+/// The backend record of a backend of `max` key groups owning `range` (docs/format.md,
+/// section 5): `[version = 1][max parallelism: u32][first: u16][last: u16]`, big endian.
+pub(crate) fn encode_backend_record(max: MaxParallelism, range: KeyGroupRange) -> [u8; 9] {
+    let mut record = [0u8; 9];
+    record[0] = BACKEND_RECORD_VERSION;
+    record[1..5].copy_from_slice(&max.get().to_be_bytes());
+    record[5..7].copy_from_slice(&range.start().to_be_bytes());
+    record[7..9].copy_from_slice(&range.end().to_be_bytes());
+    record
+}
+
 /// The max parallelism and key groups of a backend record (docs/format.md, section 5).
-pub(super) fn parse_backend_record(
+pub(crate) fn parse_backend_record(
     record: &[u8],
 ) -> std::result::Result<(u32, KeyGroupRange), String> {
     let [version, m0, m1, m2, m3, s0, s1, e0, e1] = record else {
