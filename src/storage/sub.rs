@@ -5,7 +5,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::storage::{SnapshotStore, SnapshotWrite, StoragePath};
+use crate::storage::{DirListing, SnapshotStore, SnapshotWrite, StoragePath};
 
 /// The files under `dir` of another store, with paths relative to `dir`.
 ///
@@ -79,6 +79,18 @@ impl SnapshotStore for SubStore {
             .into_iter()
             .filter_map(|p| p.as_str().strip_prefix(&prefix).map(StoragePath::new))
             .collect()
+    }
+
+    fn list_dir(&self, dir: Option<&StoragePath>) -> Result<DirListing> {
+        let outer = match dir {
+            Some(dir) => self.outer(dir)?,
+            None => self.dir.clone(),
+        };
+        self.inner.list_dir(Some(&outer))
+    }
+
+    fn transfer_concurrency(&self) -> usize {
+        self.inner.transfer_concurrency()
     }
 
     fn delete(&self, path: &StoragePath) -> Result<()> {

@@ -1,6 +1,5 @@
 //! `cairn dump`: the entries of one state of a snapshot, decoded.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -11,7 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 use crate::snapshot::OperatorSnapshot;
-use crate::storage::SnapshotStore;
+use crate::storage::{Location, SnapshotStore};
 
 use super::decode::{decode_scalar, decode_stored, hex, DecodedValue, Stored};
 use super::inspect::{state_report, StateReport};
@@ -154,7 +153,7 @@ pub(crate) fn decode_entry(
     entry
 }
 
-/// Dumps the entries of one state of the snapshot `path` names, in (key group, key) order,
+/// Dumps the entries of one state of the snapshot `location` names, in (key group, key) order,
 /// calling `on_entry` for each until it breaks or `limit` entries were given.
 ///
 /// # Errors
@@ -163,12 +162,12 @@ pub(crate) fn decode_entry(
 /// group outside the operator's; [`Error::NotFound`] for a missing file; the errors of
 /// reading the files and of `on_entry`.
 pub fn dump(
-    path: &Path,
+    location: &Location,
     options: &DumpOptions,
     progress: &dyn Progress,
     on_entry: &mut dyn FnMut(DumpEntry) -> Result<Visit>,
 ) -> Result<DumpSummary> {
-    let snapshot = OpenSnapshot::open(path)?;
+    let snapshot = OpenSnapshot::open(location)?;
     let operator = find_operator(&snapshot, &options.operator)?;
     let meta = find_state(operator, &options.state).ok_or_else(|| Error::InvalidConfig {
         what: "state",

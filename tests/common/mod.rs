@@ -4,6 +4,7 @@
 
 pub mod faulty_store;
 pub mod job;
+pub mod s3;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -103,7 +103,7 @@ pub(super) fn download_into(
         path: dir.to_path_buf(),
         source,
     })?;
-    in_parallel(&handle.files, |file| {
+    in_parallel(store.transfer_concurrency(), &handle.files, |file| {
         download(store, file, &dir.join(&file.name))
     })?;
     Ok(())
@@ -238,7 +238,7 @@ impl RocksDbBackend {
         let jobs: Vec<(usize, KeyGroupRange)> = (0..metas.len())
             .flat_map(|state| slices.iter().map(move |slice| (state, *slice)))
             .collect();
-        let written = in_parallel(&jobs, |&(state, slice)| {
+        let written = in_parallel(TRANSFER_THREADS, &jobs, |&(state, slice)| {
             let (meta, opts) = (metas[state], &options[state]);
             let cf = source
                 .cf_handle(&meta.name)
