@@ -32,7 +32,10 @@
 //! S3's: compare ratios. Progress goes to stderr, the table to stdout.
 
 #[path = "../tests/common/s3.rs"]
-#[expect(dead_code, reason = "the benchmark uses only part of the tests' server helper")]
+#[expect(
+    dead_code,
+    reason = "the benchmark uses only part of the tests' server helper"
+)]
 mod s3;
 
 use std::path::Path;
@@ -40,8 +43,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cairn::{
-    BucketStore, Bytes, CheckpointStorage, JobSnapshot, KeyedStateStore, MaxParallelism,
-    ObjectStoreOptions, Retention, RocksDbBackend, SnapshotStore, StateDescriptor, BigEndian,
+    BigEndian, BucketStore, Bytes, CheckpointStorage, JobSnapshot, KeyedStateStore, MaxParallelism,
+    ObjectStoreOptions, Retention, RocksDbBackend, SnapshotStore, StateDescriptor,
 };
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
@@ -134,7 +137,9 @@ fn main() {
     let dirs = tempfile::tempdir().expect("a temporary directory");
     let max = MaxParallelism::new(128).expect("max parallelism");
 
-    progress(format_args!("loading {keys} keys into {PARALLELISM} RocksDB subtasks"));
+    progress(format_args!(
+        "loading {keys} keys into {PARALLELISM} RocksDB subtasks"
+    ));
     let subtasks: Vec<KeyedStateStore> = (0..PARALLELISM)
         .map(|i| {
             let backend = RocksDbBackend::builder(
@@ -176,7 +181,11 @@ fn main() {
         let mut pending = storage.begin(round).expect("begin");
         let snapshots: Vec<_> = subtasks
             .iter()
-            .map(|s| s.backend().snapshot(pending.request()).expect("the synchronous phase"))
+            .map(|s| {
+                s.backend()
+                    .snapshot(pending.request())
+                    .expect("the synchronous phase")
+            })
             .collect();
         let started = Instant::now();
         let handles: Vec<_> = snapshots
@@ -214,7 +223,10 @@ fn main() {
                 .expect("raw get")
         });
         let raw_get_s = started.elapsed().as_secs_f64();
-        assert_eq!(fetched.iter().map(|(_, b)| b.len() as u64).sum::<u64>(), bytes);
+        assert_eq!(
+            fetched.iter().map(|(_, b)| b.len() as u64).sum::<u64>(),
+            bytes
+        );
 
         // 3. raw put of those bytes into another bucket.
         let raw = raw_bucket(server, &raw_target);
@@ -299,7 +311,12 @@ fn check(restored: &[KeyedStateStore], max: MaxParallelism, keys: u64, dir: &Pat
             .expect("the value state")
             .get(&key)
             .expect("read a restored key");
-        assert_eq!(got, Some(value_of(key)), "key {key} restored in {}", dir.display());
+        assert_eq!(
+            got,
+            Some(value_of(key)),
+            "key {key} restored in {}",
+            dir.display()
+        );
     }
 }
 
@@ -322,9 +339,17 @@ fn report(results: &[Round]) {
             "raw get",
         ),
     ] {
-        let cairn_rates: Vec<f64> = results.iter().zip(&cairn_s).map(|(r, s)| mb(r) / s).collect();
+        let cairn_rates: Vec<f64> = results
+            .iter()
+            .zip(&cairn_s)
+            .map(|(r, s)| mb(r) / s)
+            .collect();
         let raw_rates: Vec<f64> = results.iter().zip(&raw_s).map(|(r, s)| mb(r) / s).collect();
-        let ratios: Vec<f64> = cairn_rates.iter().zip(&raw_rates).map(|(c, r)| c / r).collect();
+        let ratios: Vec<f64> = cairn_rates
+            .iter()
+            .zip(&raw_rates)
+            .map(|(c, r)| c / r)
+            .collect();
         let ratio = median(&mut ratios.clone());
         rows.push(format!(
             "{what:<18} {:>8.2} s {:>8.1} MB/s   {raw_name:<8} {:>8.2} s {:>8.1} MB/s   {:>5.2}x  {}",

@@ -128,7 +128,14 @@ fn every_subcommand_works_on_s3_urls() {
         .unwrap();
     let dumped = json(
         &[
-            "dump", &chk2_url, "--operator", OPERATOR, "--state", "count", "--key", key,
+            "dump",
+            &chk2_url,
+            "--operator",
+            OPERATOR,
+            "--state",
+            "count",
+            "--key",
+            key,
         ],
         0,
     );
@@ -138,7 +145,10 @@ fn every_subcommand_works_on_s3_urls() {
 
     // diff: checkpoint 2 against 1, files and entries.
     let diff = json(&["diff", &chk1_url, &chk2_url, "--entries"], 0);
-    assert!(diff["files"]["shared"].as_u64().unwrap() > 0, "incremental: {diff}");
+    assert!(
+        diff["files"]["shared"].as_u64().unwrap() > 0,
+        "incremental: {diff}"
+    );
     let changed_keys = model
         .0
         .iter()
@@ -160,12 +170,22 @@ fn every_subcommand_works_on_s3_urls() {
     let out = url(&bucket, "savepoints");
     let converted = json(
         &[
-            "convert", &chk2_url, "--to", "canonical", "--out", &out, "--parallelism", "3",
+            "convert",
+            &chk2_url,
+            "--to",
+            "canonical",
+            "--out",
+            &out,
+            "--parallelism",
+            "3",
         ],
         0,
     );
     let savepoint = converted["savepoint"].as_str().unwrap().to_string();
-    assert!(savepoint.starts_with(&format!("{out}/savepoint-2-")), "{savepoint}");
+    assert!(
+        savepoint.starts_with(&format!("{out}/savepoint-2-")),
+        "{savepoint}"
+    );
     assert_eq!(json(&["verify", &savepoint], 0)["ok"], true);
     let savepoint_store = s3.store(&bucket, &savepoint[format!("s3://{bucket}/").len()..]);
     let restored = cairn::read_savepoint(savepoint_store.as_ref()).unwrap();
@@ -197,7 +217,10 @@ fn every_subcommand_works_on_s3_urls() {
         listed,
         BTreeSet::from([stray_chk.to_string(), stray_shared.to_string()])
     );
-    assert!(store.exists(&stray_shared).unwrap(), "a dry run deletes nothing");
+    assert!(
+        store.exists(&stray_shared).unwrap(),
+        "a dry run deletes nothing"
+    );
     let done = json(&["gc", &root], 0);
     assert_eq!(done["deleted"].as_array().unwrap().len(), 2);
     assert_eq!(listing(store.as_ref()), expected_after);

@@ -142,7 +142,9 @@ fn acknowledgements_through_the_callers_channel_commit_as_well() {
     }
     while !coordinator.is_complete() {
         let bytes = receiver.recv_timeout(coordinator.remaining()).unwrap();
-        coordinator.receive(SubtaskAck::decode(&bytes).unwrap()).unwrap();
+        coordinator
+            .receive(SubtaskAck::decode(&bytes).unwrap())
+            .unwrap();
     }
     assert!(coordinator.missing().is_empty());
     let job_snapshot = coordinator.commit().unwrap();
@@ -179,12 +181,26 @@ fn a_subtask_that_never_answers_aborts_the_checkpoint_and_its_late_files_are_col
     }
     let started = Instant::now();
     let e = coordinator.complete().unwrap_err();
-    assert!(started.elapsed() >= Duration::from_millis(300), "it waited for the timeout");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it waited for the timeout"
+    );
     let message = e.to_string();
-    assert!(matches!(e, Error::Checkpoint { checkpoint_id: 2, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Checkpoint {
+                checkpoint_id: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(message.contains("operator 'word-count' [2]"), "{message}");
     assert!(
-        !listing(store.as_ref()).iter().any(|p| p.starts_with("chk-2/")),
+        !listing(store.as_ref())
+            .iter()
+            .any(|p| p.starts_with("chk-2/")),
         "the aborted checkpoint's directory is deleted"
     );
     let latest = cairn::latest_checkpoint(store.as_ref()).unwrap().unwrap();
@@ -198,7 +214,9 @@ fn a_subtask_that_never_answers_aborts_the_checkpoint_and_its_late_files_are_col
         .with_keyed_state(late)
         .publish(store.as_ref())
         .unwrap();
-    assert!(listing(store.as_ref()).iter().any(|p| p.starts_with("chk-2/")));
+    assert!(listing(store.as_ref())
+        .iter()
+        .any(|p| p.starts_with("chk-2/")));
     assert!(
         listing(store.as_ref())
             .iter()

@@ -80,7 +80,9 @@ fn sixty_four_subtasks_in_four_processes_write_one_checkpoint() {
     let root = url(&bucket, "jobs/word-count");
     let store = s3.store(&bucket, "jobs/word-count");
     let storage = CheckpointStorage::open(store.clone(), Retention::default()).unwrap();
-    let mut workers: Vec<Worker> = (0..PROCESSES).map(|i| Worker::start(&i.to_string(), &root)).collect();
+    let mut workers: Vec<Worker> = (0..PROCESSES)
+        .map(|i| Worker::start(&i.to_string(), &root))
+        .collect();
     eprintln!("{:?}: {PROCESSES} workers started", started.elapsed());
 
     // Checkpoint 1: every subtask answers.
@@ -131,7 +133,16 @@ fn sixty_four_subtasks_in_four_processes_write_one_checkpoint() {
     );
     let e = coordinator.complete().unwrap_err();
     let message = e.to_string();
-    assert!(matches!(e, cairn::Error::Checkpoint { checkpoint_id: 2, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            cairn::Error::Checkpoint {
+                checkpoint_id: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(
         message.contains("[48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63]"),
         "the killed worker's subtasks are named: {message}"
@@ -148,7 +159,7 @@ fn sixty_four_subtasks_in_four_processes_write_one_checkpoint() {
         Some(1)
     );
     eprintln!("{:?}: checkpoint 2 aborted", started.elapsed());
-    for worker in &mut workers {
+    for mut worker in workers {
         worker.send("exit");
         worker.finish();
     }
@@ -269,7 +280,12 @@ fn worker_role(index: u32) {
                     let key = format!("key-{n}");
                     let subtask = owner(&key, SUBTASKS);
                     if let Some(i) = subtasks.iter().position(|&s| s == subtask) {
-                        backends[i].0.value_state(&counts()).unwrap().update(&key, &value(n, id)).unwrap();
+                        backends[i]
+                            .0
+                            .value_state(&counts())
+                            .unwrap()
+                            .update(&key, &value(n, id))
+                            .unwrap();
                     }
                 }
                 let request = cairn::checkpoint_request(store.clone(), id).unwrap();
@@ -322,7 +338,7 @@ fn restore_role() {
     let max = max();
     let dirs = tempfile::tempdir().unwrap();
     let mut keys = 0;
-    let mut offsets = Vec::new();
+    let mut offsets: Vec<u64> = Vec::new();
     for plan in latest.restore_plan(OPERATOR, RESTORED, max).unwrap() {
         let backend = RocksDbBackend::builder(
             dirs.path().join(plan.subtask.to_string()),
@@ -347,7 +363,12 @@ fn restore_role() {
         assert_eq!(held, expected, "subtask {} of {RESTORED}", plan.subtask);
         keys += held.len();
         let operator = OperatorStateStore::restore(plan.operator_state);
-        offsets.extend(operator.list_state("offsets", BigEndian).unwrap().get().unwrap());
+        let restored: Vec<u64> = operator
+            .list_state("offsets", BigEndian)
+            .unwrap()
+            .get()
+            .unwrap();
+        offsets.extend(restored);
         keyed.close().unwrap();
     }
     offsets.sort_unstable();

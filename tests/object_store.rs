@@ -53,13 +53,23 @@ fn checkpoints_on_s3_restore_at_another_parallelism_and_keep_exactly_the_retaine
         job.write(&mut model, &mut rng, 300, 100);
         let crashed = storage.begin(4).unwrap();
         for subtask in &job.subtasks {
-            subtask.backend().snapshot(crashed.request()).unwrap().run().unwrap();
+            subtask
+                .backend()
+                .snapshot(crashed.request())
+                .unwrap()
+                .run()
+                .unwrap();
         }
         drop(crashed);
-        assert!(listing(store.as_ref()).iter().any(|p| p.starts_with("chk-4/")));
+        assert!(listing(store.as_ref())
+            .iter()
+            .any(|p| p.starts_with("chk-4/")));
         let restarted = CheckpointStorage::open(store.clone(), Retention::new(2).unwrap()).unwrap();
         assert_eq!(restarted.completed(), vec![2, 3], "chk-4 never completed");
-        assert!(restarted.begin(4).is_err(), "ids go on above the crashed one");
+        assert!(
+            restarted.begin(4).is_err(),
+            "ids go on above the crashed one"
+        );
 
         for id in 5..=6 {
             job.write(&mut model, &mut rng, 300, 600);
@@ -69,7 +79,13 @@ fn checkpoints_on_s3_restore_at_another_parallelism_and_keep_exactly_the_retaine
         let mut expected = BTreeSet::new();
         for id in [5, 6] {
             expected.insert(format!("chk-{id}/_metadata"));
-            expected.extend(restarted.get(id).unwrap().files().map(|f| f.path.to_string()));
+            expected.extend(
+                restarted
+                    .get(id)
+                    .unwrap()
+                    .files()
+                    .map(|f| f.path.to_string()),
+            );
         }
         assert_eq!(
             listing(store.as_ref()),
@@ -87,7 +103,9 @@ fn checkpoints_on_s3_restore_at_another_parallelism_and_keep_exactly_the_retaine
         // After a crash: the latest completed checkpoint, at another parallelism, in a
         // store opened anew from the URL.
         let reopened = s3.store(&bucket, "jobs/word-count");
-        let latest = cairn::latest_checkpoint(reopened.as_ref()).unwrap().unwrap();
+        let latest = cairn::latest_checkpoint(reopened.as_ref())
+            .unwrap()
+            .unwrap();
         assert_eq!(latest.checkpoint_id, 6);
         for parallelism in [3, 1] {
             Job::restore(kind, &reopened, &latest, max, parallelism)
@@ -112,11 +130,18 @@ fn savepoints_on_s3_restore_into_either_backend_at_another_parallelism() {
         cairn::list_savepoints(root.as_ref()).unwrap(),
         vec![canonical.clone(), native.clone()]
     );
-    for (dir, kind) in [(&canonical, Kind::Heap), (&canonical, Kind::RocksDb), (&native, Kind::RocksDb)] {
+    for (dir, kind) in [
+        (&canonical, Kind::Heap),
+        (&canonical, Kind::RocksDb),
+        (&native, Kind::RocksDb),
+    ] {
         // A savepoint is self-contained: opened at its own URL, it restores.
         let store = Arc::new(
-            BucketStore::open(&format!("{}/{dir}", url(&bucket, "savepoints")), &s3.options())
-                .unwrap(),
+            BucketStore::open(
+                &format!("{}/{dir}", url(&bucket, "savepoints")),
+                &s3.options(),
+            )
+            .unwrap(),
         ) as Arc<dyn SnapshotStore>;
         let savepoint = cairn::read_savepoint(store.as_ref()).unwrap();
         Job::restore(kind, &store, &savepoint, max, 3)
@@ -224,13 +249,21 @@ fn transient_errors_are_retried_and_a_permanent_one_names_the_object_and_the_sto
     let (endpoint, requests) = flaky_server(2);
     let store = flaky_store(&endpoint, 3);
     assert_eq!(store.size(&path("chk-1/_metadata")).unwrap(), None);
-    assert_eq!(requests.load(Ordering::SeqCst), 3, "two retries, then the answer");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "two retries, then the answer"
+    );
 
     // 503s for ever: the store gives up after its retries, and says where.
     let (endpoint, requests) = flaky_server(usize::MAX);
     let store = flaky_store(&endpoint, 2);
     let e = store.size(&path("chk-1/_metadata")).unwrap_err();
-    assert_eq!(requests.load(Ordering::SeqCst), 3, "one attempt and two retries");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "one attempt and two retries"
+    );
     let message = e.to_string();
     assert!(matches!(e, Error::Storage { .. }), "{e:?}");
     assert!(

@@ -31,6 +31,9 @@ pub const ACK_VERSION: u16 = 1;
 /// The directory, inside `chk-<id>/`, that acknowledgement objects are written to.
 pub const ACKS_DIR: &str = "acks";
 
+/// Lowercase hex digits, for operator ids that are not written as they are.
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// The longest operator id written as it is in an acknowledgement's object name.
 const MAX_PLAIN_OPERATOR_NAME: usize = 200;
 
@@ -154,8 +157,11 @@ impl SubtaskAck {
         let name = if plain {
             id.clone()
         } else {
-            let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
-            format!("_{hex}")
+            id.bytes().fold(String::from("_"), |mut name, b| {
+                name.push(char::from(HEX[usize::from(b >> 4)]));
+                name.push(char::from(HEX[usize::from(b & 15)]));
+                name
+            })
         };
         StoragePath::new(format!(
             "chk-{}/{ACKS_DIR}/{name}.{}.ack",
@@ -244,7 +250,9 @@ fn decode(bytes: &[u8]) -> std::result::Result<SubtaskAck, String> {
     };
     let operator_state = match r.u8("operator state flag")? {
         0 => None,
-        1 => Some(OperatorStateSnapshot::decode(&mut r).map_err(|e| format!("operator state: {e}"))?),
+        1 => Some(
+            OperatorStateSnapshot::decode(&mut r).map_err(|e| format!("operator state: {e}"))?,
+        ),
         other => return Err(format!("operator state flag {other} is not 0 or 1")),
     };
     if !r.0.is_empty() {
@@ -279,9 +287,15 @@ mod tests {
                 items: vec![(Vec::new(), 42u64.to_be_bytes().to_vec())],
             },
         );
-        SubtaskAck::new(op.subtasks[1].checkpoint_id, op.operator_id.clone(), 2, op.max_parallelism, 1)
-            .with_keyed_state(op.subtasks[1].clone())
-            .with_operator_state(state)
+        SubtaskAck::new(
+            op.subtasks[1].checkpoint_id,
+            op.operator_id.clone(),
+            2,
+            op.max_parallelism,
+            1,
+        )
+        .with_keyed_state(op.subtasks[1].clone())
+        .with_operator_state(state)
     }
 
     #[test]
@@ -308,7 +322,10 @@ mod tests {
     fn every_flipped_bit_and_truncation_is_caught() {
         let bytes = ack_with_everything().encode();
         for len in 0..bytes.len() {
-            assert!(SubtaskAck::decode(&bytes[..len]).is_err(), "truncated to {len}");
+            assert!(
+                SubtaskAck::decode(&bytes[..len]).is_err(),
+                "truncated to {len}"
+            );
         }
         for i in 0..bytes.len() {
             for bit in 0..8 {
@@ -338,10 +355,19 @@ mod tests {
     fn object_names_are_plain_or_hex() {
         let max = MaxParallelism::DEFAULT;
         let plain = SubtaskAck::new(12, "word-count", 4, max, 3);
-        assert_eq!(plain.object_path().unwrap().as_str(), "chk-12/acks/word-count.3.ack");
+        assert_eq!(
+            plain.object_path().unwrap().as_str(),
+            "chk-12/acks/word-count.3.ack"
+        );
         let odd = SubtaskAck::new(12, "a b/é", 4, max, 0);
-        assert_eq!(odd.object_path().unwrap().as_str(), "chk-12/acks/_6120622fc3a9.0.ack");
+        assert_eq!(
+            odd.object_path().unwrap().as_str(),
+            "chk-12/acks/_6120622fc3a9.0.ack"
+        );
         let underscore = SubtaskAck::new(12, "_x", 4, max, 0);
-        assert_eq!(underscore.object_path().unwrap().as_str(), "chk-12/acks/_5f78.0.ack");
+        assert_eq!(
+            underscore.object_path().unwrap().as_str(),
+            "chk-12/acks/_5f78.0.ack"
+        );
     }
 }

@@ -224,7 +224,11 @@ impl<'s> CheckpointCoordinator<'s> {
             )));
         }
         match self.expected.get(&ack.operator_id) {
-            None => return Err(refuse("the operator is not one this checkpoint expects".into())),
+            None => {
+                return Err(refuse(
+                    "the operator is not one this checkpoint expects".into(),
+                ))
+            }
             Some(&p) if p != ack.parallelism => {
                 return Err(refuse(format!(
                     "the acknowledgement says parallelism {}, this checkpoint expects {p}",
@@ -244,7 +248,8 @@ impl<'s> CheckpointCoordinator<'s> {
             ack.subtask,
         );
         if let Some(handle) = ack.keyed_state.clone() {
-            self.pending.acknowledge(operator, p, max, subtask, handle)?;
+            self.pending
+                .acknowledge(operator, p, max, subtask, handle)?;
         }
         if let Some(state) = ack.operator_state.clone() {
             self.pending

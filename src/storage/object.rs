@@ -170,7 +170,9 @@ impl ObjectStoreOptions {
         RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: Duration::from_millis(self.initial_backoff_ms),
-                max_backoff: Duration::from_millis(self.max_backoff_ms.max(self.initial_backoff_ms)),
+                max_backoff: Duration::from_millis(
+                    self.max_backoff_ms.max(self.initial_backoff_ms),
+                ),
                 base: 2.0,
             },
             max_retries: self.max_retries,
@@ -269,8 +271,8 @@ impl BucketStore {
         let text = url.trim_end_matches('/');
         let parsed = url::Url::parse(text).map_err(|e| invalid(e.to_string()))?;
         let (store, prefix): (Arc<dyn ObjectStore>, String) = if parsed.scheme() == "memory" {
-            let prefix = ObjectPath::from_url_path(parsed.path())
-                .map_err(|e| invalid(e.to_string()))?;
+            let prefix =
+                ObjectPath::from_url_path(parsed.path()).map_err(|e| invalid(e.to_string()))?;
             (
                 memory_store(parsed.host_str().unwrap_or("")),
                 prefix.to_string(),
@@ -281,51 +283,53 @@ impl BucketStore {
             let built = |result: object_store::Result<Arc<dyn ObjectStore>>| {
                 result.map_err(|e| invalid(e.to_string()))
             };
-            let store = match scheme {
-                ObjectStoreScheme::AmazonS3 => {
-                    let mut builder = AmazonS3Builder::from_env()
-                        .with_url(text)
-                        .with_retry(options.retry());
-                    for (key, value) in &options.config {
-                        builder = builder.with_config(
-                            key.parse().map_err(|e: object_store::Error| invalid(e.to_string()))?,
-                            value,
-                        );
+            let store =
+                match scheme {
+                    ObjectStoreScheme::AmazonS3 => {
+                        let mut builder = AmazonS3Builder::from_env()
+                            .with_url(text)
+                            .with_retry(options.retry());
+                        for (key, value) in &options.config {
+                            builder = builder.with_config(
+                                key.parse()
+                                    .map_err(|e: object_store::Error| invalid(e.to_string()))?,
+                                value,
+                            );
+                        }
+                        built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
                     }
-                    built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
-                }
-                ObjectStoreScheme::GoogleCloudStorage => {
-                    let mut builder = GoogleCloudStorageBuilder::from_env()
-                        .with_url(text)
-                        .with_retry(options.retry());
-                    for (key, value) in &options.config {
-                        builder = builder.with_config(
-                            key.parse().map_err(|e: object_store::Error| invalid(e.to_string()))?,
-                            value,
-                        );
+                    ObjectStoreScheme::GoogleCloudStorage => {
+                        let mut builder = GoogleCloudStorageBuilder::from_env()
+                            .with_url(text)
+                            .with_retry(options.retry());
+                        for (key, value) in &options.config {
+                            builder = builder.with_config(
+                                key.parse()
+                                    .map_err(|e: object_store::Error| invalid(e.to_string()))?,
+                                value,
+                            );
+                        }
+                        built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
                     }
-                    built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
-                }
-                ObjectStoreScheme::MicrosoftAzure => {
-                    let mut builder = MicrosoftAzureBuilder::from_env()
-                        .with_url(text)
-                        .with_retry(options.retry());
-                    for (key, value) in &options.config {
-                        builder = builder.with_config(
-                            key.parse().map_err(|e: object_store::Error| invalid(e.to_string()))?,
-                            value,
-                        );
+                    ObjectStoreScheme::MicrosoftAzure => {
+                        let mut builder = MicrosoftAzureBuilder::from_env()
+                            .with_url(text)
+                            .with_retry(options.retry());
+                        for (key, value) in &options.config {
+                            builder = builder.with_config(
+                                key.parse()
+                                    .map_err(|e: object_store::Error| invalid(e.to_string()))?,
+                                value,
+                            );
+                        }
+                        built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
                     }
-                    built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
-                }
-                _ => {
-                    return Err(invalid(
+                    _ => return Err(invalid(
                         "not an object store cairn opens: use s3://, gs://, az:// or memory:// \
                          (file:// and plain paths are local directories)"
                             .into(),
-                    ))
-                }
-            };
+                    )),
+                };
             (store, prefix.to_string())
         };
         Ok(BucketStore {
@@ -376,9 +380,12 @@ impl Shared {
         StoragePath::new(relative).ok()
     }
 
+    /// The cairn error of a failed request: [`Error::NotFound`] for an object read that
+    /// is not there, [`Error::Storage`] naming the object and the store otherwise (a
+    /// missing bucket included).
     fn error(&self, op: &'static str, path: &str, e: object_store::Error) -> Error {
         match e {
-            object_store::Error::NotFound { .. } => Error::NotFound {
+            object_store::Error::NotFound { .. } if op == "read" => Error::NotFound {
                 what: "snapshot file",
                 location: self.url.clone(),
                 path: path.to_string(),
@@ -510,7 +517,11 @@ impl SnapshotStore for BucketStore {
 
     fn delete_dir(&self, dir: &StoragePath) -> Result<()> {
         let shared = &self.shared;
-        let keys: Vec<ObjectPath> = self.list(Some(dir))?.iter().map(|p| shared.key(p)).collect();
+        let keys: Vec<ObjectPath> = self
+            .list(Some(dir))?
+            .iter()
+            .map(|p| shared.key(p))
+            .collect();
         let stream: BoxStream<'static, object_store::Result<ObjectPath>> =
             futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
         let results: Vec<object_store::Result<ObjectPath>> =
@@ -625,10 +636,7 @@ impl ObjectWrite {
 }
 
 /// Waits for an uploading part.
-fn join(
-    shared: &Shared,
-    part: JoinHandle<object_store::Result<()>>,
-) -> object_store::Result<()> {
+fn join(shared: &Shared, part: JoinHandle<object_store::Result<()>>) -> object_store::Result<()> {
     shared
         .block_on(part)
         .unwrap_or_else(|e| Err(object_store::Error::JoinError { source: e }))
@@ -696,7 +704,9 @@ mod tests {
     #[test]
     fn a_file_appears_only_when_finished_even_in_many_parts() {
         let store = store("parts", MIN_PART_SIZE);
-        let bytes: Vec<u8> = (0..5 * MIN_PART_SIZE + 123).map(|i| (i % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..5 * MIN_PART_SIZE + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let p = path("shared/1-ab-000001.sst");
         let mut w = store.create(&p).unwrap();
         for chunk in bytes.chunks(10_000) {
@@ -710,7 +720,11 @@ mod tests {
         let mut dropped = dropped;
         dropped.write_all(&bytes).unwrap();
         drop(dropped);
-        assert_eq!(store.list(None).unwrap(), vec![p.clone()], "a dropped writer leaves nothing");
+        assert_eq!(
+            store.list(None).unwrap(),
+            vec![p.clone()],
+            "a dropped writer leaves nothing"
+        );
     }
 
     #[test]
@@ -719,9 +733,12 @@ mod tests {
         store.put(&path("a/b/c"), b"0123456789").unwrap();
         store.put(&path("a/d"), b"x").unwrap();
         store.put(&path("e"), b"y").unwrap();
-        let outside = BucketStore::open("memory://ranges/root", &ObjectStoreOptions::default())
-            .unwrap();
-        assert!(outside.exists(&path("dir/a/b/c")).unwrap(), "paths are under the prefix");
+        let outside =
+            BucketStore::open("memory://ranges/root", &ObjectStoreOptions::default()).unwrap();
+        assert!(
+            outside.exists(&path("dir/a/b/c")).unwrap(),
+            "paths are under the prefix"
+        );
 
         let mut range = Vec::new();
         store
@@ -755,7 +772,10 @@ mod tests {
         assert_eq!(store.list(None).unwrap(), vec![path("e")]);
         store.delete(&path("e")).unwrap();
         store.delete(&path("e")).unwrap();
-        assert!(matches!(store.open(&path("e")), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            store.open(&path("e")),
+            Err(Error::NotFound { .. })
+        ));
         assert_eq!(store.size(&path("e")).unwrap(), None);
     }
 
@@ -764,7 +784,10 @@ mod tests {
         let options = ObjectStoreOptions::default();
         for bad in ["ftp://host/x", "not a url", "http://example.com/x"] {
             assert!(
-                matches!(BucketStore::open(bad, &options), Err(Error::InvalidConfig { .. })),
+                matches!(
+                    BucketStore::open(bad, &options),
+                    Err(Error::InvalidConfig { .. })
+                ),
                 "{bad}"
             );
         }
@@ -777,7 +800,9 @@ mod tests {
             Err(Error::InvalidConfig { .. })
         ));
         let mut unknown = ObjectStoreOptions::default();
-        unknown.config.insert("aws_no_such_setting".into(), "1".into());
+        unknown
+            .config
+            .insert("aws_no_such_setting".into(), "1".into());
         let e = BucketStore::open("s3://bucket/prefix", &unknown).unwrap_err();
         assert!(e.to_string().contains("aws_no_such_setting"), "{e}");
     }

@@ -107,7 +107,12 @@ fn files_of(snapshot: &OpenSnapshot) -> BTreeMap<String, u64> {
     snapshot
         .job
         .files()
-        .map(|f| (snapshot.files_root.join(f.path.as_str()).to_string(), f.size))
+        .map(|f| {
+            (
+                snapshot.files_root.join(f.path.as_str()).to_string(),
+                f.size,
+            )
+        })
         .collect()
 }
 

@@ -83,7 +83,7 @@ pub(crate) fn find_operator<'a>(
             what: "operator",
             detail: format!(
                 "{} has no operator '{id}'; its operators: {}",
-                snapshot.dir.display(),
+                snapshot.dir,
                 snapshot
                     .job
                     .operators

@@ -74,7 +74,9 @@ impl S3Server {
         )
         .expect("send CreateBucket");
         let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read CreateBucket's answer");
+        stream
+            .read_to_string(&mut response)
+            .expect("read CreateBucket's answer");
         assert!(
             response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
             "CreateBucket {bucket}: {response}"
