@@ -40,7 +40,7 @@ const PROCESSES: u32 = 4;
 const SUBTASKS: u32 = 64;
 const RESTORED: u32 = 3;
 const KEYS: u64 = 4_096;
-/// Lines of the protocol start with this; the test harness prints other lines.
+/// Messages of the protocol start with this; the test harness prints other text.
 const PREFIX: &str = "cairn-worker: ";
 
 fn max() -> MaxParallelism {
@@ -214,7 +214,8 @@ impl Worker {
             let mut line = String::new();
             let n = self.stdout.read_line(&mut line).unwrap();
             assert!(n > 0, "{} ended: {:?}", self.name, self.child.try_wait());
-            if let Some(message) = line.trim_end().strip_prefix(PREFIX) {
+            // The harness may print `test … ... ` before it, on the same line.
+            if let Some((_, message)) = line.trim_end().split_once(PREFIX) {
                 return message.to_string();
             }
         }

@@ -31,6 +31,7 @@ fn start() -> S3Server {
     let stderr = std::fs::File::create(&log).expect("create the S3 server's log");
     let mut child = Command::new("python3")
         .arg(script)
+        .arg(std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
