@@ -11,19 +11,19 @@
 //!
 //! **What is measured, per round** (`CAIRN_BENCH_ROUNDS`, 3), each round into a new bucket
 //! so every file is uploaded again:
-//! 1. *cairn upload*: the asynchronous phase of a checkpoint of both subtasks, one subtask
-//!    after the other (`PendingSnapshot::run`), each moving its files
+//! 1. *cairn upload*: the asynchronous phases of a checkpoint of both subtasks, at once as
+//!    in a job (`PendingSnapshot::spawn`), each moving its files
 //!    [`ObjectStoreOptions::concurrency`] (8) at a time, with multipart uploads for files
 //!    above the part size (8 MiB): reading the staged files, CRC32 on the way, the PUTs.
 //! 2. *raw get*: every file of that checkpoint fetched whole into memory with
-//!    `ObjectStore::get`, 8 at a time.
+//!    `ObjectStore::get`, 16 at a time (the two subtasks' 8 each).
 //! 3. *raw put*: those bytes put into another bucket with `ObjectStore::put` (a file up to
 //!    the part size) or a multipart upload in 8 MiB parts with 2 in flight (a larger one),
-//!    8 files at a time: the same requests cairn makes, without cairn.
-//! 4. *cairn restore*: both subtasks restored at parallelism 2 into empty directories, one
-//!    after the other (`RocksDbBackendBuilder::restore_from(..).open()`): a HEAD per file to
-//!    check it, the download (8 at a time) with its CRC32 checked, and RocksDB opening the
-//!    files; every restore is checked on 1,000 keys.
+//!    16 files at a time: the same requests cairn makes, without cairn.
+//! 4. *cairn restore*: both subtasks restored at parallelism 2 into empty directories, at
+//!    once as in a job (`RocksDbBackendBuilder::restore_from(..).open()`): a HEAD per file
+//!    to check it, the download (8 at a time per subtask) to disk with its CRC32 checked,
+//!    and RocksDB opening the files; every restore is checked on 1,000 keys.
 //!
 //! **How to read it.** Medians over the rounds, in MB/s of checkpoint bytes, and the ratio
 //! of cairn's throughput to the raw one (target ≥ 0.8×: cairn's synchronous wrapper, CRC32
@@ -56,7 +56,9 @@ const PARALLELISM: u32 = 2;
 const VALUE_BYTES: usize = 100;
 const CHECKED_KEYS: u64 = 1_000;
 const PART_SIZE: usize = 8 << 20;
-const CONCURRENCY: usize = 8;
+/// Transfers at once: each of the 2 subtasks moves 8 files at a time, so the raw client
+/// moves 16.
+const CONCURRENCY: usize = 16;
 
 fn env_or(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -177,7 +179,7 @@ fn main() {
         let storage = CheckpointStorage::open(store.clone(), Retention::default())
             .expect("checkpoint storage");
 
-        // 1. cairn upload: the asynchronous phases, one subtask after the other.
+        // 1. cairn upload: both subtasks' asynchronous phases at once, as in a job.
         let mut pending = storage.begin(round).expect("begin");
         let snapshots: Vec<_> = subtasks
             .iter()
@@ -188,9 +190,13 @@ fn main() {
             })
             .collect();
         let started = Instant::now();
-        let handles: Vec<_> = snapshots
+        let tasks: Vec<_> = snapshots
             .into_iter()
-            .map(|p| p.run().expect("upload"))
+            .map(|p| p.spawn().expect("start an upload"))
+            .collect();
+        let handles: Vec<_> = tasks
+            .into_iter()
+            .map(|t| t.wait().expect("upload"))
             .collect();
         let upload_s = started.elapsed().as_secs_f64();
         for (i, handle) in handles.into_iter().enumerate() {
@@ -257,25 +263,31 @@ fn main() {
         });
         let raw_put_s = started.elapsed().as_secs_f64();
 
-        // 4. cairn restore at the same parallelism, one subtask after the other.
+        // 4. cairn restore at the same parallelism, both subtasks at once, as in a job.
         let restore_dir = dirs.path().join(format!("restore-{round}"));
-        let started = Instant::now();
-        let restored: Vec<KeyedStateStore> = job
+        let plans = job
             .restore_plan(OPERATOR, PARALLELISM, max)
-            .expect("a restore plan")
-            .into_iter()
-            .map(|plan| {
-                let backend = RocksDbBackend::builder(
-                    restore_dir.join(plan.subtask.to_string()),
-                    max,
-                    plan.key_groups,
-                )
-                .restore_from(store.clone(), plan.handles)
-                .open()
-                .expect("restore");
-                KeyedStateStore::new(backend)
-            })
-            .collect();
+            .expect("a restore plan");
+        let started = Instant::now();
+        let restored: Vec<KeyedStateStore> = std::thread::scope(|scope| {
+            let threads: Vec<_> = plans
+                .into_iter()
+                .map(|plan| {
+                    let store = store.clone();
+                    let dir = restore_dir.join(plan.subtask.to_string());
+                    scope.spawn(move || {
+                        RocksDbBackend::builder(dir, max, plan.key_groups)
+                            .restore_from(store, plan.handles)
+                            .open()
+                            .expect("restore")
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| KeyedStateStore::new(t.join().expect("a restore thread")))
+                .collect()
+        });
         let restore_s = started.elapsed().as_secs_f64();
         check(&restored, max, keys, &restore_dir);
         for s in restored {
@@ -365,7 +377,8 @@ fn report(results: &[Round]) {
     }
     println!(
         "\nobject store: a checkpoint of 2 RocksDB subtasks, {bytes:.1} MB in {files} files, \
-         to a moto S3 server on 127.0.0.1; {CONCURRENCY} transfers at once, {} MiB parts; \
+         to a moto S3 server on 127.0.0.1; {CONCURRENCY} transfers at once (8 per subtask), \
+         {} MiB parts; \
          medians of {} rounds\n",
         PART_SIZE >> 20,
         results.len()
