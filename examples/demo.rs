@@ -39,6 +39,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use cairn::tools::{locate, OpenSnapshot, Target};
+use cairn::Location;
 use cairn::{
     BigEndian, Bincode, CheckpointStorage, HeapBackend, JobSnapshot, KeyGroupRange,
     KeyedStateHandle, KeyedStateStore, LocalStore, MaxParallelism, MemoryBudget, OperatorListState,
@@ -447,17 +448,22 @@ struct Restore {
 
 /// Opens a checkpoint or savepoint directory, or the latest checkpoint of a storage root.
 fn open_restore(path: &Path) -> DemoResult<Restore> {
-    let restore = match locate(path)? {
+    let local = |location: Location| match location {
+        Location::Local(path) => path,
+        Location::Url(url) => PathBuf::from(url),
+    };
+    let restore = match locate(&Location::from(path))? {
         Target::Snapshot(metadata) => {
             let open = OpenSnapshot::open_metadata(&metadata)?;
             Restore {
                 snapshot: open.job,
                 store: open.store,
-                path: open.dir,
-                files_root: open.files_root,
+                path: local(open.dir),
+                files_root: local(open.files_root),
             }
         }
         Target::Root(root) => {
+            let root = local(root);
             let store: Arc<dyn SnapshotStore> = Arc::new(LocalStore::new(&root)?);
             let snapshot = cairn::latest_checkpoint(store.as_ref())?
                 .ok_or_else(|| format!("{} holds no completed checkpoint", root.display()))?;

@@ -51,6 +51,7 @@
 mod backend;
 mod clock;
 mod codec;
+mod coordinator;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -69,6 +70,10 @@ pub use backend::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{BigEndian, Bincode, Bytes, Codec, CodecError, CodecInfo, Utf8};
+pub use coordinator::{
+    checkpoint_request, CheckpointCoordinator, SubtaskAck, ACKS_DIR, ACK_MAGIC, ACK_VERSION,
+    DEFAULT_CHECKPOINT_TIMEOUT, DEFAULT_POLL_INTERVAL,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use keygroup::{murmur3_x86_32, KeyGroup, KeyGroupRange, MaxParallelism};
 pub use operator_state::{
@@ -86,8 +91,9 @@ pub use state::{
     ValueState,
 };
 pub use storage::{
-    begin_savepoint, latest_checkpoint, list_savepoints, read_checkpoint, read_savepoint,
-    CheckpointStorage, GarbageReport, LocalStore, PendingCheckpoint, Retention, SnapshotStore,
+    begin_savepoint, latest_checkpoint, list_savepoints, open_store, open_store_with,
+    read_checkpoint, read_savepoint, BucketStore, CheckpointStorage, DirListing, GarbageReport,
+    LocalStore, Location, ObjectStoreOptions, PendingCheckpoint, Retention, SnapshotStore,
     SnapshotWrite, StoragePath, SubStore, UnfinishedWrite,
 };
 pub use ttl::{TtlConfig, TtlUpdate, TtlVisibility};

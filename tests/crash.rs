@@ -513,7 +513,8 @@ impl Chain {
             self.written
         );
         self.verify(id);
-        let gc = cairn::tools::collect_garbage(&self.root, false).unwrap();
+        let gc = cairn::tools::collect_garbage(&cairn::Location::Local(self.root.clone()), false)
+            .unwrap();
         self.collected += gc.deleted.len();
         let after = cairn::latest_checkpoint(store.as_ref()).unwrap().unwrap();
         assert_eq!(after.checkpoint_id, id, "gc changed the latest checkpoint");
@@ -527,7 +528,8 @@ impl Chain {
 
     fn verify(&self, id: u64) {
         let dir = self.root.join(format!("chk-{id}"));
-        let report = cairn::tools::verify(&dir, &NoProgress).unwrap();
+        let report =
+            cairn::tools::verify(&cairn::Location::Local(dir.clone()), &NoProgress).unwrap();
         assert!(
             report.ok,
             "checkpoint {id} does not verify: {:#?}",

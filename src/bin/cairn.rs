@@ -5,7 +5,6 @@
 //! 0 all is well, 1 a problem was found (verify), 2 bad usage or unreadable input.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
@@ -13,7 +12,7 @@ use cairn::tools::{
     self, ConvertOptions, ConvertReport, DiffOptions, DiffReport, DumpEntry, DumpOptions, GcReport,
     Inspection, Progress, RootReport, SnapshotReport, Unit, VerifyReport,
 };
-use cairn::SavepointFormat;
+use cairn::{Location, SavepointFormat};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -22,7 +21,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     name = "cairn",
     version,
     about = "Tools for cairn's keyed state and snapshots",
-    after_help = "Exit codes: 0 ok, 1 a problem was found, 2 bad usage or unreadable input.\n\
+    after_help = "Every PATH is a local path or an object store URL: s3://bucket/prefix, \
+                  gs://bucket/prefix, az://container/prefix (credentials and endpoint from \
+                  AWS_*, GOOGLE_*, AZURE_* variables; docs/operations.md).\n\
+                  Exit codes: 0 ok, 1 a problem was found, 2 bad usage or unreadable input.\n\
                   Field names of --json output: docs/cli.md."
 )]
 struct Cli {
@@ -59,11 +61,12 @@ enum Command {
     /// time, operators, states, each subtask's key groups and files, and sizes: total, new
     /// in this snapshot, reused from earlier checkpoints.
     #[command(
-        after_help = "Examples:\n  cairn inspect /data/checkpoints\n  cairn inspect /data/checkpoints/chk-42 --count\n  cairn inspect /data/checkpoints/chk-42/_metadata --json"
+        after_help = "Examples:\n  cairn inspect /data/checkpoints\n  cairn inspect /data/checkpoints/chk-42 --count\n  cairn inspect /data/checkpoints/chk-42/_metadata --json\n  cairn inspect s3://my-bucket/jobs/word-count/chk-42"
     )]
     Inspect {
         /// The snapshot or storage root.
-        path: PathBuf,
+        #[arg(value_parser = parse_location)]
+        path: Location,
         /// Count every state's entries (reads every subtask's state: as long as a dump).
         #[arg(long)]
         count: bool,
@@ -83,7 +86,8 @@ enum Command {
     )]
     Verify {
         /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
-        path: PathBuf,
+        #[arg(value_parser = parse_location)]
+        path: Location,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -98,7 +102,8 @@ enum Command {
     )]
     Dump {
         /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
-        path: PathBuf,
+        #[arg(value_parser = parse_location)]
+        path: Location,
         /// The operator's id.
         #[arg(long)]
         operator: String,
@@ -133,9 +138,11 @@ enum Command {
     )]
     Diff {
         /// The older snapshot.
-        a: PathBuf,
+        #[arg(value_parser = parse_location)]
+        a: Location,
         /// The newer snapshot.
-        b: PathBuf,
+        #[arg(value_parser = parse_location)]
+        b: Location,
         /// Compare entries, state by state.
         #[arg(long)]
         entries: bool,
@@ -151,11 +158,12 @@ enum Command {
     /// directories without _metadata older than the latest completed checkpoint.
     /// Completed checkpoints and savepoint directories are never touched.
     #[command(
-        after_help = "Examples:\n  cairn gc /data/checkpoints --dry-run\n  cairn gc /data/checkpoints"
+        after_help = "Examples:\n  cairn gc /data/checkpoints --dry-run\n  cairn gc /data/checkpoints\n  cairn gc s3://my-bucket/jobs/word-count --dry-run"
     )]
     Gc {
         /// The storage root (the directory holding chk-<id>/ and shared/).
-        root: PathBuf,
+        #[arg(value_parser = parse_location)]
+        root: Location,
         /// List what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
@@ -173,17 +181,19 @@ enum Command {
     /// backend and snapshotted, as a job restoring and taking a savepoint would; TTL'd
     /// entries are carried over as stored. The input is only read.
     #[command(
-        after_help = "Examples:\n  cairn convert /data/checkpoints/chk-42 --to canonical --out /data/savepoints\n  cairn convert /data/savepoints/savepoint-42-1a2b3c4d --to native --out /data/native --parallelism 8"
+        after_help = "Examples:\n  cairn convert /data/checkpoints/chk-42 --to canonical --out /data/savepoints\n  cairn convert /data/savepoints/savepoint-42-1a2b3c4d --to native --out /data/native --parallelism 8\n  cairn convert s3://my-bucket/jobs/word-count/chk-42 --to canonical --out s3://my-bucket/savepoints"
     )]
     Convert {
         /// The snapshot: a checkpoint or savepoint directory, or its _metadata.
-        path: PathBuf,
+        #[arg(value_parser = parse_location)]
+        path: Location,
         /// The format of the new savepoint.
         #[arg(long, value_enum)]
         to: Format,
-        /// The storage root to write the savepoint under (created if missing).
-        #[arg(long)]
-        out: PathBuf,
+        /// The storage root to write the savepoint under: a directory (created if missing)
+        /// or an object store URL.
+        #[arg(long, value_parser = parse_location)]
+        out: Location,
         /// The parallelism of every operator in the new savepoint.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         parallelism: Option<u32>,
@@ -377,6 +387,11 @@ fn run(command: Command) -> Result<Outcome, String> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// A local path or an object store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
+fn parse_location(text: &str) -> Result<Location, String> {
+    Location::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::snapshot::{SnapshotKind, METADATA_FILE};
 use crate::storage::checkpoints::{parse_checkpoint_dir, parse_savepoint_dir};
-use crate::storage::StoragePath;
+use crate::storage::{Location, StoragePath};
 use crate::tools::{self, NoProgress, OpenSnapshot, Target};
 
 /// The longest path [`StoragePath`] accepts (docs/format.md, section 6).
@@ -30,10 +30,41 @@ pub fn cli_path(data: &[u8]) -> Result<(), String> {
     let (path, metadata) = rest.split_at(path_len);
     let path = String::from_utf8_lossy(path).into_owned();
     check_storage_path(&path);
+    check_location(&path);
     let scratch = Scratch::new(metadata);
     let answer = scratch.run(&path);
     drop(scratch);
     answer
+}
+
+/// `Location::parse` reads any text as a local path or a URL, without touching either, and
+/// what it reads takes apart without panicking: a URL's parent is a prefix of it, its file
+/// name its last segment.
+fn check_location(text: &str) {
+    let Ok(location) = Location::parse(text) else {
+        assert!(
+            text.get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("file://")),
+            "only a file:// URL is refused: {text:?}"
+        );
+        return;
+    };
+    if let Location::Url(url) = &location {
+        if let Some(Location::Url(parent)) = location.parent() {
+            assert!(
+                url.starts_with(&parent),
+                "the parent of {url:?} is {parent:?}"
+            );
+        }
+        if let Some(name) = location.file_name() {
+            assert!(url.ends_with(name), "the file name of {url:?} is {name:?}");
+            assert!(!name.contains('/'));
+        }
+        let Location::Url(joined) = location.join("_metadata") else {
+            panic!("a URL joined a name and became local");
+        };
+        assert_eq!(joined, format!("{url}/_metadata"));
+    }
 }
 
 /// `StoragePath::new` accepts exactly the paths of docs/format.md, section 6.
@@ -138,20 +169,22 @@ impl Scratch {
     }
 
     fn run(&self, path: &str) -> Result<(), String> {
-        let full = self.resolve(path);
+        let full = Location::Local(self.resolve(path));
         let before = self.files();
         if let Ok(target) = tools::locate(&full) {
             let found = match &target {
                 Target::Snapshot(metadata) => metadata,
                 Target::Root(root) => root,
             };
-            let inside = fs::canonicalize(&self.dir).is_ok_and(|dir| found.starts_with(dir));
-            assert!(inside, "{path:?} located {} outside", found.display());
+            let found = found.local_path().map(Path::to_path_buf);
+            let inside = fs::canonicalize(&self.dir)
+                .is_ok_and(|dir| found.as_ref().is_some_and(|f| f.starts_with(dir)));
+            assert!(inside, "{path:?} located {found:?} outside");
         }
         let opened = OpenSnapshot::open(&full);
         if let Ok(snapshot) = &opened {
             let expected = match snapshot.job.kind {
-                SnapshotKind::Checkpoint => snapshot.dir.parent().map(Path::to_path_buf),
+                SnapshotKind::Checkpoint => snapshot.dir.parent(),
                 SnapshotKind::Savepoint => Some(snapshot.dir.clone()),
             };
             assert_eq!(Some(&snapshot.files_root), expected.as_ref(), "files root");
@@ -165,7 +198,7 @@ impl Scratch {
         }
         // Whatever it finds, inspecting must answer, not panic.
         let _ = tools::inspect(&full, false, &NoProgress);
-        if let Ok(report) = tools::collect_garbage(&self.dir.join("root"), true) {
+        if let Ok(report) = tools::collect_garbage(&Location::Local(self.dir.join("root")), true) {
             assert!(report.dry_run);
         }
         assert_eq!(

@@ -82,14 +82,67 @@ pub(crate) fn encode(job: &JobSnapshot) -> Vec<u8> {
             state.encode(&mut payload);
         }
     }
+    seal(MAGIC, version_for(job), &payload)
+}
+
+/// Frames `payload` as `[magic][version: u16][payload length: u32][payload][crc32: u32]`,
+/// the CRC32 (IEEE) covering every byte before it: the envelope of `_metadata` and of
+/// acknowledgements.
+pub(crate) fn seal(magic: &[u8; 8], version: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&version_for(job).to_be_bytes());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_be_bytes());
+    // Payloads are bounded far below 4 GiB by the size limits of their readers.
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// Checks a [`seal`]ed envelope of a `what` file (magic, a version in `1..=newest`, the
+/// length, the CRC32) and returns its payload.
+pub(crate) fn unseal<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    what: &str,
+    newest: u16,
+) -> Result<&'a [u8], String> {
+    if bytes.len() < HEADER_LEN + 4 {
+        return Err(format!(
+            "{} bytes is too short for a {what} file",
+            bytes.len()
+        ));
+    }
+    if &bytes[..8] != magic {
+        return Err(format!(
+            "it does not start with the {what} magic '{}'",
+            String::from_utf8_lossy(magic)
+        ));
+    }
+    let version = u16::from_be_bytes([bytes[8], bytes[9]]);
+    if version > newest || version == 0 {
+        return Err(format!(
+            "format version {version} is not supported: this cairn reads versions 1..={newest}; \
+             use a newer cairn"
+        ));
+    }
+    let payload_len = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
+    if bytes.len() != HEADER_LEN + payload_len + 4 {
+        return Err(format!(
+            "the header says {payload_len} payload bytes but the file has {}",
+            bytes.len().saturating_sub(HEADER_LEN + 4)
+        ));
+    }
+    let (body, crc) = bytes.split_at(HEADER_LEN + payload_len);
+    let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(format!(
+            "CRC32 mismatch (stored {stored:08x}, computed {computed:08x})"
+        ));
+    }
+    Ok(&body[HEADER_LEN..])
 }
 
 fn write_count(out: &mut Vec<u8>, count: usize) {
@@ -97,7 +150,7 @@ fn write_count(out: &mut Vec<u8>, count: usize) {
     write_varint(out, count as u32);
 }
 
-fn encode_handle(out: &mut Vec<u8>, handle: &KeyedStateHandle) {
+pub(crate) fn encode_handle(out: &mut Vec<u8>, handle: &KeyedStateHandle) {
     out.push(handle.format.code());
     out.extend_from_slice(&handle.key_groups.start().to_be_bytes());
     out.extend_from_slice(&handle.key_groups.end().to_be_bytes());
@@ -120,38 +173,7 @@ fn encode_handle(out: &mut Vec<u8>, handle: &KeyedStateHandle) {
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<JobSnapshot, String> {
-    if bytes.len() < HEADER_LEN + 4 {
-        return Err(format!(
-            "{} bytes is too short for a _metadata file",
-            bytes.len()
-        ));
-    }
-    if &bytes[..8] != MAGIC {
-        return Err("it does not start with the _metadata magic 'CAIRN-MD'".into());
-    }
-    let version = u16::from_be_bytes([bytes[8], bytes[9]]);
-    if version > METADATA_VERSION || version == 0 {
-        return Err(format!(
-            "format version {version} is not supported: this cairn reads versions 1..={METADATA_VERSION}; \
-             use a newer cairn"
-        ));
-    }
-    let payload_len = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]) as usize;
-    if bytes.len() != HEADER_LEN + payload_len + 4 {
-        return Err(format!(
-            "the header says {payload_len} payload bytes but the file has {}",
-            bytes.len().saturating_sub(HEADER_LEN + 4)
-        ));
-    }
-    let (body, crc) = bytes.split_at(HEADER_LEN + payload_len);
-    let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    let computed = crc32fast::hash(body);
-    if stored != computed {
-        return Err(format!(
-            "CRC32 mismatch (stored {stored:08x}, computed {computed:08x})"
-        ));
-    }
-    let mut r = Reader(&body[HEADER_LEN..]);
+    let mut r = Reader(unseal(bytes, MAGIC, "_metadata", METADATA_VERSION)?);
     let checkpoint_id = u64::from_be_bytes(r.array("checkpoint id")?);
     let kind = match r.u8("kind")? {
         0 => SnapshotKind::Checkpoint,
@@ -239,7 +261,7 @@ fn decode_operator(r: &mut Reader<'_>) -> Result<OperatorSnapshot, String> {
     })
 }
 
-fn decode_handle(r: &mut Reader<'_>) -> Result<KeyedStateHandle, String> {
+pub(crate) fn decode_handle(r: &mut Reader<'_>) -> Result<KeyedStateHandle, String> {
     let code = r.u8("format")?;
     let format = SnapshotFormat::from_code(code).ok_or(format!("unknown format {code}"))?;
     let start = u16::from_be_bytes(r.array("first key group")?);

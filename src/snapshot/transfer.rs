@@ -107,12 +107,14 @@ fn local_error(op: &'static str, path: &Path, source: io::Error) -> Error {
     }
 }
 
-/// How many files a snapshot uploads, or a restore downloads, at once.
+/// How many threads a restore cuts and writes key-group slices on.
 pub(crate) const TRANSFER_THREADS: usize = 4;
 
-/// Runs `work` on every item on up to [`TRANSFER_THREADS`] threads; the results in the
-/// order of `items`, or the first error.
+/// Runs `work` on every item on up to `threads` threads (at least one); the results in the
+/// order of `items`, or the first error. Transfers pass their store's
+/// [`transfer_concurrency`](SnapshotStore::transfer_concurrency).
 pub(crate) fn in_parallel<T: Sync, R: Send>(
+    threads: usize,
     items: &[T],
     work: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
@@ -121,7 +123,7 @@ pub(crate) fn in_parallel<T: Sync, R: Send>(
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<R>>>> =
         Mutex::new(std::iter::repeat_with(|| None).take(items.len()).collect());
-    let threads = TRANSFER_THREADS.min(items.len());
+    let threads = threads.max(1).min(items.len());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {

@@ -328,6 +328,19 @@ fn metadata_path(id: CheckpointId) -> Result<StoragePath> {
     checkpoint_dir(id)?.join(METADATA_FILE)
 }
 
+/// The request a subtask snapshots checkpoint `id` into the storage root `store` with.
+pub(crate) fn checkpoint_request(
+    store: Arc<dyn SnapshotStore>,
+    id: CheckpointId,
+) -> Result<SnapshotRequest> {
+    Ok(SnapshotRequest {
+        checkpoint_id: id,
+        snapshot_type: SnapshotType::Checkpoint,
+        store,
+        private_dir: checkpoint_dir(id)?,
+    })
+}
+
 /// The id of a top-level `savepoint-<id>-<random>` directory name.
 pub(crate) fn parse_savepoint_dir(name: &str) -> Option<CheckpointId> {
     parse_id(name.strip_prefix(SAVEPOINT_PREFIX)?.split_once('-')?.0)
@@ -368,28 +381,30 @@ pub fn read_checkpoint(store: &dyn SnapshotStore, id: CheckpointId) -> Result<Jo
 /// The completed checkpoints of a store, by id, and the highest checkpoint id found in it
 /// (completed or not). A `_metadata` that does not decode is skipped with a warning: that
 /// checkpoint cannot be restored, and an older one is the latest.
+///
+/// It lists only the root's top level (one request on an object store, whatever the
+/// number of shared files), then reads each `chk-<id>/_metadata`: a checkpoint directory
+/// without one never completed.
 fn scan(
     store: &dyn SnapshotStore,
 ) -> Result<(BTreeMap<CheckpointId, Arc<JobSnapshot>>, CheckpointId)> {
     let mut completed = BTreeMap::new();
     let mut highest = 0;
-    for path in store.list(None)? {
-        if let Some(id) = parse_savepoint_dir(path.top()) {
+    for name in store.list_dir(None)?.dirs {
+        if let Some(id) = parse_savepoint_dir(&name) {
             // Savepoints share the id sequence: a new checkpoint or savepoint goes above.
             highest = highest.max(id);
             continue;
         }
-        let Some(id) = parse_checkpoint_dir(path.top()) else {
+        let Some(id) = parse_checkpoint_dir(&name) else {
             continue;
         };
         highest = highest.max(id);
-        if path.as_str() != metadata_path(id)?.as_str() {
-            continue;
-        }
         match read_checkpoint(store, id) {
             Ok(job) => {
                 completed.insert(id, Arc::new(job));
             }
+            Err(Error::NotFound { .. }) => {}
             Err(e) => {
                 warn!(checkpoint = id, error = %e, "skipping a checkpoint that cannot be read")
             }
@@ -504,13 +519,16 @@ pub fn read_savepoint(store: &dyn SnapshotStore) -> Result<JobSnapshot> {
 /// # Errors
 /// The store's errors.
 pub fn list_savepoints(root: &dyn SnapshotStore) -> Result<Vec<StoragePath>> {
-    let mut dirs: Vec<StoragePath> = root
-        .list(None)?
-        .into_iter()
-        .filter(|p| p.top().starts_with(SAVEPOINT_PREFIX) && p.file_name() == METADATA_FILE)
-        .filter(|p| p.as_str().matches('/').count() == 1)
-        .filter_map(|p| StoragePath::new(p.top()).ok())
-        .collect();
+    let mut dirs = Vec::new();
+    for name in root.list_dir(None)?.dirs {
+        if !name.starts_with(SAVEPOINT_PREFIX) {
+            continue;
+        }
+        let dir = StoragePath::new(name)?;
+        if root.exists(&dir.join(METADATA_FILE)?)? {
+            dirs.push(dir);
+        }
+    }
     dirs.sort();
     Ok(dirs)
 }
@@ -613,12 +631,7 @@ impl CheckpointStorage {
         }
         state.highest_seen = id;
         Ok(PendingCheckpoint {
-            request: SnapshotRequest {
-                checkpoint_id: id,
-                snapshot_type: SnapshotType::Checkpoint,
-                store: self.store.clone(),
-                private_dir: checkpoint_dir(id)?,
-            },
+            request: checkpoint_request(self.store.clone(), id)?,
             started: Instant::now(),
             taken_at_millis: self.clock.now_millis(),
             operators: BTreeMap::new(),
@@ -786,41 +799,37 @@ impl CheckpointStorage {
             .collect();
         let mut abandoned = HashSet::new();
         let mut unreadable = HashSet::new();
-        let mut unreferenced = Vec::new();
-        // Writes a killed process left: an upload to shared/ goes by the rule of the file
-        // it was becoming; one inside a checkpoint's directory makes that directory
-        // abandoned if the checkpoint is, even when nothing in it ever finished.
-        let mut unfinished = Vec::new();
-        for write in self.store.list_unfinished(None)? {
-            if write.target.top() == SHARED_DIR {
-                if shared_file_creator(&write.target).is_some_and(|creator| creator < oldest) {
-                    unfinished.push(write.temp);
-                }
-            } else if let Some(id) = parse_checkpoint_dir(write.target.top()) {
-                if !state.completed.contains_key(&id) && id < latest {
-                    abandoned.insert(id);
-                }
+        // The top level, then `shared/`: listing by prefix, never the savepoints' files.
+        for name in self.store.list_dir(None)?.dirs {
+            let Some(id) = parse_checkpoint_dir(&name) else {
+                continue;
+            };
+            if state.completed.contains_key(&id) {
+                continue;
+            }
+            if self.store.exists(&metadata_path(id)?)? {
+                // A commit point that does not decode: damaged, not aborted. What it
+                // references is unknown, so nothing it might reference is deleted.
+                unreadable.insert(id);
+            } else if id < latest {
+                // Older than the latest and not retained: aborted, late, or left by a crash.
+                abandoned.insert(id);
             }
         }
-        for path in self.store.list(None)? {
-            if path.top() == SHARED_DIR {
-                let old = shared_file_creator(&path).is_some_and(|creator| creator < oldest);
-                if old && !referenced.contains(&path) {
-                    unreferenced.push(path);
-                }
-            } else if let Some(id) = parse_checkpoint_dir(path.top()) {
-                if state.completed.contains_key(&id) {
-                    continue;
-                }
-                if path.file_name() == METADATA_FILE && path.as_str() == metadata_path(id)?.as_str()
-                {
-                    // A commit point that does not decode: damaged, not aborted. What it
-                    // references is unknown, so nothing it might reference is deleted.
-                    unreadable.insert(id);
-                } else if id < latest {
-                    // Older than the latest and not retained: aborted, late, or left by a crash.
-                    abandoned.insert(id);
-                }
+        let mut unreferenced = Vec::new();
+        let shared = StoragePath::new(SHARED_DIR)?;
+        for path in self.store.list(Some(&shared))? {
+            let old = shared_file_creator(&path).is_some_and(|creator| creator < oldest);
+            if old && !referenced.contains(&path) {
+                unreferenced.push(path);
+            }
+        }
+        // Uploads to shared/ that a killed process left unfinished go by the rule of the
+        // file each was becoming; those inside a checkpoint's directory go with it.
+        let mut unfinished = Vec::new();
+        for write in self.store.list_unfinished(Some(&shared))? {
+            if shared_file_creator(&write.target).is_some_and(|creator| creator < oldest) {
+                unfinished.push(write.temp);
             }
         }
         report.unreadable = unreadable.iter().copied().collect();

@@ -12,7 +12,9 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::storage::{random_u128, SnapshotStore, SnapshotWrite, StoragePath, UnfinishedWrite};
+use crate::storage::{
+    random_u128, DirListing, SnapshotStore, SnapshotWrite, StoragePath, UnfinishedWrite,
+};
 
 /// Names of files being written start with this; [`LocalStore::list`] skips them.
 const TEMP_PREFIX: &str = ".cairn-tmp-";
@@ -249,6 +251,42 @@ impl SnapshotStore for LocalStore {
 
     fn list_unfinished(&self, dir: Option<&StoragePath>) -> Result<Vec<UnfinishedWrite>> {
         Ok(self.walk(dir)?.1)
+    }
+
+    fn list_dir(&self, dir: Option<&StoragePath>) -> Result<DirListing> {
+        let full = match dir {
+            None => self.root.clone(),
+            Some(dir) => self.resolve(dir)?,
+        };
+        let list_error = |source| Error::Io {
+            op: "list",
+            path: full.clone(),
+            source,
+        };
+        let entries = match fs::read_dir(&full) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DirListing::default()),
+            Err(e) => return Err(list_error(e)),
+        };
+        let mut listing = DirListing::default();
+        for entry in entries {
+            let entry = entry.map_err(list_error)?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // Temporary files and names the store could not have written are not listed.
+            if name.starts_with(TEMP_PREFIX) || StoragePath::new(name.as_str()).is_err() {
+                continue;
+            }
+            let file_type = entry.file_type().map_err(list_error)?;
+            if file_type.is_dir() {
+                listing.dirs.push(name);
+            } else if file_type.is_file() {
+                let size = entry.metadata().map_err(list_error)?.len();
+                listing.files.push((name, size));
+            }
+        }
+        Ok(listing)
     }
 
     fn delete(&self, path: &StoragePath) -> Result<()> {

@@ -18,9 +18,15 @@
 //! is [finished](SnapshotWrite::finish): complete and durable, or not there at all. A
 //! writer that never finishes because its process was killed may leave bytes behind; a
 //! store that can lists them ([`SnapshotStore::list_unfinished`]) for garbage collection.
+//!
+//! Two stores implement it: [`LocalStore`], a directory (the default for plain paths), and
+//! [`BucketStore`], a prefix of an object store (S3 and S3-compatible servers, GCS, Azure,
+//! memory). [`open_store`] picks one from a path or URL ([`Location`]).
 
 pub(crate) mod checkpoints;
 mod local;
+mod location;
+mod object;
 mod sub;
 
 use std::fmt;
@@ -28,11 +34,14 @@ use std::io::{Read, Write};
 
 use crate::error::{Error, Result};
 
+pub(crate) use checkpoints::checkpoint_request;
 pub use checkpoints::{
     begin_savepoint, latest_checkpoint, list_savepoints, read_checkpoint, read_savepoint,
     CheckpointStorage, GarbageReport, PendingCheckpoint, Retention,
 };
 pub use local::LocalStore;
+pub use location::{open_store, open_store_with, Location};
+pub use object::{BucketStore, ObjectStoreOptions};
 pub use sub::SubStore;
 
 /// The longest path a store accepts, in bytes.
@@ -129,6 +138,19 @@ pub struct UnfinishedWrite {
     pub target: StoragePath,
 }
 
+/// What is directly inside a directory of a store: see [`SnapshotStore::list_dir`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirListing {
+    /// The names of the directories in it (on an object store: the common prefixes).
+    pub dirs: Vec<String>,
+    /// The names of the files in it, with their sizes in bytes.
+    pub files: Vec<(String, u64)>,
+}
+
+/// How many files a snapshot uploads, or a restore downloads, at once from a store that
+/// does not say otherwise (a local directory).
+pub(crate) const DEFAULT_TRANSFER_CONCURRENCY: usize = 4;
+
 /// A file being written to a store; visible to readers only after [`finish`](Self::finish).
 ///
 /// Dropping a writer without finishing it discards what was written.
@@ -182,6 +204,38 @@ pub trait SnapshotStore: Send + Sync {
     /// # Errors
     /// The store's I/O error.
     fn list(&self, dir: Option<&StoragePath>) -> Result<Vec<StoragePath>>;
+
+    /// What is directly in the directory `dir` (the root for `None`): its subdirectories'
+    /// names and its files' names and sizes, in no particular order. On an object store it
+    /// is one listing by prefix and delimiter, whatever lies deeper.
+    ///
+    /// # Errors
+    /// The store's I/O error.
+    fn list_dir(&self, dir: Option<&StoragePath>) -> Result<DirListing> {
+        let depth = dir.map_or(0, |d| d.as_str().split('/').count());
+        let mut listing = DirListing::default();
+        for path in self.list(dir)? {
+            let mut components = path.as_str().split('/').skip(depth);
+            let (Some(first), rest) = (components.next(), components.next()) else {
+                continue;
+            };
+            if rest.is_some() {
+                if !listing.dirs.iter().any(|d| d == first) {
+                    listing.dirs.push(first.to_string());
+                }
+            } else {
+                let size = self.size(&path)?.unwrap_or(0);
+                listing.files.push((first.to_string(), size));
+            }
+        }
+        Ok(listing)
+    }
+
+    /// How many files a snapshot's upload or a restore's download moves at once with this
+    /// store.
+    fn transfer_concurrency(&self) -> usize {
+        DEFAULT_TRANSFER_CONCURRENCY
+    }
 
     /// Deletes the file at `path`; deleting a missing file is not an error.
     ///

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::storage::{SnapshotStore, SnapshotWrite, StoragePath, UnfinishedWrite};
+use crate::storage::{DirListing, SnapshotStore, SnapshotWrite, StoragePath, UnfinishedWrite};
 
 /// The files under `dir` of another store, with paths relative to `dir`.
 ///
@@ -103,6 +103,14 @@ impl SnapshotStore for SubStore {
             }
         }
         Ok(out)
+    }
+
+    fn list_dir(&self, dir: Option<&StoragePath>) -> Result<DirListing> {
+        self.inner.list_dir(Some(&self.outer_dir(dir)?))
+    }
+
+    fn transfer_concurrency(&self) -> usize {
+        self.inner.transfer_concurrency()
     }
 
     fn delete(&self, path: &StoragePath) -> Result<()> {

@@ -20,7 +20,6 @@
 //!
 //! [`RocksDbBackendBuilder::restore_from`]: crate::RocksDbBackendBuilder::restore_from
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -34,11 +33,11 @@ use crate::snapshot::{
     JobSnapshot, KeyedStateHandle, OperatorSnapshot, SavepointFormat, SnapshotFormat,
     SnapshotRequest, SubtaskRestore,
 };
-use crate::storage::{begin_savepoint, LocalStore, PendingCheckpoint, SnapshotStore};
+use crate::storage::{begin_savepoint, Location, PendingCheckpoint, SnapshotStore};
 use crate::RocksDbBackend;
 
 use super::inspect::kind_name;
-use super::open::OpenSnapshot;
+use super::open::{open_location, OpenSnapshot};
 use super::read::ScratchDir;
 use super::{Progress, Unit};
 
@@ -47,9 +46,9 @@ use super::{Progress, Unit};
 pub struct ConvertOptions {
     /// The format of the new savepoint.
     pub format: SavepointFormat,
-    /// The storage root the savepoint is written under (created if missing); it lands in
-    /// `savepoint-<id>-<random>/` there.
-    pub out: PathBuf,
+    /// The storage root the savepoint is written under (a local directory, created if
+    /// missing, or an object store URL); it lands in `savepoint-<id>-<random>/` there.
+    pub out: Location,
     /// The parallelism of every operator in the new savepoint; `None` keeps each
     /// operator's own.
     pub parallelism: Option<u32>,
@@ -97,7 +96,7 @@ pub struct ConvertedOperator {
     pub total_bytes: u64,
 }
 
-/// Writes the snapshot `path` names (a checkpoint or savepoint directory, or its
+/// Writes the snapshot `location` names (a checkpoint or savepoint directory, or its
 /// `_metadata`) as a new savepoint in `options.format` under `options.out`, with every
 /// operator at `options.parallelism` subtasks (or its own parallelism). The input is only
 /// read.
@@ -115,41 +114,47 @@ pub struct ConvertedOperator {
 /// restores together (of mixed formats); the output store's and RocksDB's errors. On
 /// error nothing is left under `options.out` but the directory itself.
 pub fn convert(
-    path: &Path,
+    location: &Location,
     options: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<ConvertReport> {
-    let source = OpenSnapshot::open(path)?;
+    let source = OpenSnapshot::open(location)?;
     if let Some(p) = options.parallelism {
         for op in &source.job.operators {
             check_parallelism(op, p)?;
         }
     }
-    let root = LocalStore::new(&options.out)?;
-    let out_dir = std::fs::canonicalize(root.root()).map_err(|source| Error::Io {
-        op: "resolve",
-        path: options.out.clone(),
-        source,
-    })?;
+    let root = open_location(&options.out)?;
+    let out_dir = match &options.out {
+        Location::Local(path) => {
+            Location::Local(std::fs::canonicalize(path).map_err(|source| Error::Io {
+                op: "resolve",
+                path: path.clone(),
+                source,
+            })?)
+        }
+        url => url.clone(),
+    };
     let pending = begin_savepoint(
-        Arc::new(root),
+        root.clone(),
         source.job.checkpoint_id,
         options.format,
         &SystemClock,
     )?;
-    let dir = pending
+    let savepoint_dir = pending
         .savepoint_dir()
-        .map(|d| out_dir.join(d.as_str()))
+        .cloned()
         .ok_or_else(|| Error::Checkpoint {
             checkpoint_id: source.job.checkpoint_id,
             detail: "a savepoint was begun without a directory".into(),
         })?;
+    let dir = out_dir.join(savepoint_dir.as_str());
     let job = match write_savepoint(&source, options, pending, progress) {
         Ok(job) => job,
         Err(e) => {
             progress.finish();
             // A savepoint without `_metadata` is garbage; do not leave it behind.
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = root.delete_dir(&savepoint_dir);
             return Err(e);
         }
     };
@@ -175,7 +180,7 @@ pub fn convert(
         })
         .collect();
     Ok(ConvertReport {
-        source: source.dir.display().to_string(),
+        source: source.dir.to_string(),
         source_kind: kind_name(&source.job).into(),
         id: job.checkpoint_id,
         format: match options.format {
@@ -183,7 +188,7 @@ pub fn convert(
             SavepointFormat::Native => "native",
         }
         .into(),
-        savepoint: dir.display().to_string(),
+        savepoint: dir.to_string(),
         kind: kind_name(&job).into(),
         total_bytes: job.files().map(|f| f.size).sum(),
         file_count: job.files().count() as u64,

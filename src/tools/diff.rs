@@ -1,7 +1,6 @@
 //! `cairn diff`: what changed between two snapshots, in files and, if asked, in entries.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -10,7 +9,7 @@ use crate::backend::Visit;
 use crate::error::{Error, Result};
 use crate::keygroup::KeyGroupRange;
 use crate::snapshot::OperatorSnapshot;
-use crate::storage::SnapshotStore;
+use crate::storage::{Location, SnapshotStore};
 
 use super::dump::state_names;
 use super::open::OpenSnapshot;
@@ -104,11 +103,16 @@ impl DiffReport {
     }
 }
 
-fn files_of(snapshot: &OpenSnapshot) -> BTreeMap<PathBuf, u64> {
+fn files_of(snapshot: &OpenSnapshot) -> BTreeMap<String, u64> {
     snapshot
         .job
         .files()
-        .map(|f| (snapshot.files_root.join(f.path.as_str()), f.size))
+        .map(|f| {
+            (
+                snapshot.files_root.join(f.path.as_str()).to_string(),
+                f.size,
+            )
+        })
         .collect()
 }
 
@@ -118,8 +122,8 @@ fn files_of(snapshot: &OpenSnapshot) -> BTreeMap<PathBuf, u64> {
 /// As [`OpenSnapshot::open`] for either; with `entries`, [`Error::InvalidConfig`] if an
 /// operator has another max parallelism in each, and the errors of reading the files.
 pub fn diff(
-    a: &Path,
-    b: &Path,
+    a: &Location,
+    b: &Location,
     options: DiffOptions,
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
@@ -134,7 +138,7 @@ pub fn diff(
         } else {
             files.added_bytes += size;
             files.added.push(FileRef {
-                path: path.display().to_string(),
+                path: path.clone(),
                 size,
             });
         }
@@ -143,7 +147,7 @@ pub fn diff(
         if !files_b.contains_key(path) {
             files.removed_bytes += size;
             files.removed.push(FileRef {
-                path: path.display().to_string(),
+                path: path.clone(),
                 size,
             });
         }
@@ -154,8 +158,8 @@ pub fn diff(
         None
     };
     Ok(DiffReport {
-        a: a.dir.display().to_string(),
-        b: b.dir.display().to_string(),
+        a: a.dir.to_string(),
+        b: b.dir.to_string(),
         a_id: a.job.checkpoint_id,
         b_id: b.job.checkpoint_id,
         files,

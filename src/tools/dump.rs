@@ -1,6 +1,5 @@
 //! `cairn dump`: the entries of one state of a snapshot, decoded.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -12,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::keygroup::{KeyGroup, KeyGroupRange};
 use crate::snapshot::OperatorSnapshot;
-use crate::storage::SnapshotStore;
+use crate::storage::{Location, SnapshotStore};
 
 use super::decode::{decode_scalar, decode_stored, hex, DecodedValue, Stored};
 use super::inspect::{state_report, StateReport};
@@ -88,7 +87,7 @@ pub(crate) fn find_operator<'a>(
             what: "operator",
             detail: format!(
                 "{} has no operator '{id}'; its operators: {}",
-                snapshot.dir.display(),
+                snapshot.dir,
                 snapshot
                     .job
                     .operators
@@ -183,7 +182,7 @@ fn decode_timer(meta: &StateMeta, subtask: u32, stored_key: &[u8], stored: &[u8]
     }
 }
 
-/// Dumps the entries of one state of the snapshot `path` names, in (key group, key) order,
+/// Dumps the entries of one state of the snapshot `location` names, in (key group, key) order,
 /// calling `on_entry` for each until it breaks or `limit` entries were given.
 ///
 /// # Errors
@@ -192,12 +191,12 @@ fn decode_timer(meta: &StateMeta, subtask: u32, stored_key: &[u8], stored: &[u8]
 /// group outside the operator's; [`Error::NotFound`] for a missing file; the errors of
 /// reading the files and of `on_entry`.
 pub fn dump(
-    path: &Path,
+    location: &Location,
     options: &DumpOptions,
     progress: &dyn Progress,
     on_entry: &mut dyn FnMut(DumpEntry) -> Result<Visit>,
 ) -> Result<DumpSummary> {
-    let snapshot = OpenSnapshot::open(path)?;
+    let snapshot = OpenSnapshot::open(location)?;
     let operator = find_operator(&snapshot, &options.operator)?;
     let meta = find_state(operator, &options.state).ok_or_else(|| Error::InvalidConfig {
         what: "state",

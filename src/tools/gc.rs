@@ -13,7 +13,6 @@
 //! touched.
 
 use std::io::Read;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -21,11 +20,11 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::snapshot::METADATA_FILE;
 use crate::storage::{
-    CheckpointStorage, LocalStore, Retention, SnapshotStore, SnapshotWrite, StoragePath,
+    CheckpointStorage, DirListing, Location, Retention, SnapshotStore, SnapshotWrite, StoragePath,
     UnfinishedWrite,
 };
 
-use super::open::{checkpoint_dir_id, read_metadata};
+use super::open::{checkpoint_dir_id, open_location, read_metadata};
 
 /// A file [`collect_garbage`] deleted (or would delete, in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,7 +58,7 @@ pub struct GcReport {
 
 /// A store that records deletions and, unless `dry_run`, performs them.
 struct Recording {
-    inner: LocalStore,
+    inner: Arc<dyn SnapshotStore>,
     dry_run: bool,
     deleted: Mutex<Vec<DeletedFile>>,
 }
@@ -115,6 +114,10 @@ impl SnapshotStore for Recording {
         self.inner.list_unfinished(dir)
     }
 
+    fn list_dir(&self, dir: Option<&StoragePath>) -> Result<DirListing> {
+        self.inner.list_dir(dir)
+    }
+
     fn delete(&self, path: &StoragePath) -> Result<()> {
         self.record(path)?;
         if self.dry_run {
@@ -139,31 +142,20 @@ impl SnapshotStore for Recording {
 /// Refuses a root where a checkpoint's `_metadata` does not decode: the engine would take
 /// that checkpoint for an aborted one and collect its files, which a tool must not do on
 /// a guess. The user decides (`cairn verify` says what is wrong).
-fn check_metadata(root: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(root).map_err(|source| Error::Io {
-        op: "list",
-        path: root.to_path_buf(),
-        source,
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Io {
-            op: "list",
-            path: root.to_path_buf(),
-            source,
-        })?;
-        let name = entry.file_name();
-        let Some(id) = name.to_str().and_then(checkpoint_dir_id) else {
+fn check_metadata(root: &Location, store: &dyn SnapshotStore) -> Result<()> {
+    for name in store.list_dir(None)?.dirs {
+        let Some(id) = checkpoint_dir_id(&name) else {
             continue;
         };
-        let metadata = entry.path().join(METADATA_FILE);
-        if !metadata.is_file() {
+        if !store.exists(&StoragePath::new(name.as_str())?.join(METADATA_FILE)?)? {
             continue;
         }
+        let metadata = root.join(&name).join(METADATA_FILE);
         let (job, _, _) = read_metadata(&metadata)?;
         if job.checkpoint_id != id {
             return Err(Error::Corrupted {
                 what: "snapshot metadata",
-                path: metadata,
+                path: metadata.to_string().into(),
                 detail: format!("it describes checkpoint {}", job.checkpoint_id),
             });
         }
@@ -180,28 +172,31 @@ fn check_metadata(root: &Path) -> Result<()> {
 /// [`Error::Corrupted`] (and nothing is deleted) if a checkpoint's `_metadata` does not
 /// decode; [`Error::Io`] / [`Error::Storage`] if the root cannot be read or a file cannot
 /// be deleted (what was deleted before stays deleted).
-pub fn collect_garbage(root: &Path, dry_run: bool) -> Result<GcReport> {
-    let meta = std::fs::metadata(root).map_err(|source| Error::Io {
-        op: "open",
-        path: root.to_path_buf(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::InvalidPath {
-            path: root.display().to_string(),
-            reason: "it is not a directory; gc takes a checkpoint storage root",
-        });
+pub fn collect_garbage(root: &Location, dry_run: bool) -> Result<GcReport> {
+    if let Location::Local(path) = root {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+            op: "open",
+            path: path.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::InvalidPath {
+                path: root.to_string(),
+                reason: "it is not a directory; gc takes a checkpoint storage root",
+            });
+        }
     }
-    if root.join(METADATA_FILE).is_file() {
+    let inner = open_location(root)?;
+    if inner.exists(&StoragePath::new(METADATA_FILE)?)? {
         return Err(Error::InvalidPath {
-            path: root.display().to_string(),
+            path: root.to_string(),
             reason: "it is one snapshot, not a storage root; gc takes the directory that \
                      holds chk-<id>/ and shared/",
         });
     }
-    check_metadata(root)?;
+    check_metadata(root, inner.as_ref())?;
     let recording = Arc::new(Recording {
-        inner: LocalStore::new(root)?,
+        inner,
         dry_run,
         deleted: Mutex::new(Vec::new()),
     });
@@ -209,7 +204,7 @@ pub fn collect_garbage(root: &Path, dry_run: bool) -> Result<GcReport> {
     let probe = CheckpointStorage::open(store.clone(), Retention::default())?;
     let checkpoints = probe.completed();
     let mut report = GcReport {
-        root: root.display().to_string(),
+        root: root.to_string(),
         dry_run,
         checkpoints: checkpoints.clone(),
         abandoned_checkpoints: Vec::new(),

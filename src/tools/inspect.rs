@@ -1,23 +1,23 @@
 //! `cairn inspect`: what a snapshot holds, or which snapshots a storage root holds.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::backend::{StateKind, StateMeta, Visit};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::snapshot::{
     shared_file_creator, JobSnapshot, KeyedStateHandle, SnapshotFormat, SnapshotKind,
     METADATA_FILE, SHARED_DIR,
 };
-use crate::storage::SnapshotStore;
+use crate::storage::{Location, SnapshotStore, StoragePath};
 use crate::ttl::{TtlUpdate, TtlVisibility};
 
 use super::decode::format_millis;
-use super::open::{checkpoint_dir_id, is_savepoint_dir, locate, OpenSnapshot, Target};
+use super::open::{
+    checkpoint_dir_id, is_savepoint_dir, locate, open_location, OpenSnapshot, Target,
+};
 use super::read::HandleReader;
 use super::{Progress, Unit};
 
@@ -378,8 +378,8 @@ pub(crate) fn snapshot_report(snapshot: &OpenSnapshot) -> SnapshotReport {
         })
         .collect();
     SnapshotReport {
-        path: snapshot.dir.display().to_string(),
-        files_root: snapshot.files_root.display().to_string(),
+        path: snapshot.dir.to_string(),
+        files_root: snapshot.files_root.to_string(),
         kind: kind_name(job).into(),
         id: job.checkpoint_id,
         taken_at_millis: job.taken_at_millis,
@@ -436,15 +436,17 @@ fn count_entries(
     Ok(())
 }
 
-/// Inspects `path`: a snapshot (a directory holding `_metadata`, or the file), or a
-/// storage root. With `count`, reads every subtask's entries to count them (as long as a
-/// dump of everything: canonical streams are read, RocksDB files copied and opened).
+/// Inspects `location`: a snapshot (a directory holding `_metadata`, or the file), or a
+/// storage root, on the local file system or an object store. With `count`, reads every
+/// subtask's entries to count them (as long as a dump of everything: canonical streams are
+/// read, RocksDB files copied and opened).
 ///
 /// # Errors
-/// [`Error::InvalidPath`] if `path` is neither; [`Error::Corrupted`] if the snapshot's
-/// `_metadata` does not decode (or, with `count`, a file is damaged); I/O errors.
-pub fn inspect(path: &Path, count: bool, progress: &dyn Progress) -> Result<Inspection> {
-    match locate(path)? {
+/// [`Error::InvalidPath`](crate::Error::InvalidPath) if `location` is neither;
+/// [`Error::Corrupted`](crate::Error::Corrupted) if the snapshot's `_metadata` does not
+/// decode (or, with `count`, a file is damaged); I/O and store errors.
+pub fn inspect(location: &Location, count: bool, progress: &dyn Progress) -> Result<Inspection> {
+    match locate(location)? {
         Target::Snapshot(metadata) => {
             let snapshot = OpenSnapshot::open_metadata(&metadata)?;
             let mut report = snapshot_report(&snapshot);
@@ -457,26 +459,8 @@ pub fn inspect(path: &Path, count: bool, progress: &dyn Progress) -> Result<Insp
     }
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<(String, bool)>> {
-    let io = |source| Error::Io {
-        op: "list",
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let is_dir = entry.file_type().map_err(io)?.is_dir();
-        if let Ok(name) = entry.file_name().into_string() {
-            out.push((name, is_dir));
-        }
-    }
-    Ok(out)
-}
-
-fn root_entry(root: &Path, dir: &str) -> RootEntry {
-    let metadata: PathBuf = root.join(dir).join(METADATA_FILE);
-    match OpenSnapshot::open_metadata(&metadata) {
+fn root_entry(root: &Location, dir: &str) -> RootEntry {
+    match OpenSnapshot::open_metadata(&root.join(dir).join(METADATA_FILE)) {
         Ok(snapshot) => {
             let report = snapshot_report(&snapshot);
             RootEntry {
@@ -503,32 +487,27 @@ fn root_entry(root: &Path, dir: &str) -> RootEntry {
     }
 }
 
-/// Lists the snapshots of a storage root.
-fn inspect_root(root: &Path) -> Result<RootReport> {
+/// Lists the snapshots of a storage root: its top level, then `shared/`, by listing.
+fn inspect_root(root: &Location) -> Result<RootReport> {
+    let store = open_location(root)?;
     let mut checkpoints: Vec<(u64, RootEntry)> = Vec::new();
     let mut savepoints = Vec::new();
     let mut incomplete: Vec<(u64, String)> = Vec::new();
     let (mut shared_files, mut shared_bytes) = (0, 0);
-    for (name, is_dir) in list_dir(root)? {
-        if !is_dir {
-            continue;
-        }
-        let has_metadata = root.join(&name).join(METADATA_FILE).is_file();
+    for name in store.list_dir(None)?.dirs {
+        let has_metadata = || -> Result<bool> {
+            store.exists(&StoragePath::new(name.as_str())?.join(METADATA_FILE)?)
+        };
         if let Some(id) = checkpoint_dir_id(&name) {
-            if has_metadata {
+            if has_metadata()? {
                 checkpoints.push((id, root_entry(root, &name)));
             } else {
                 incomplete.push((id, name));
             }
-        } else if is_savepoint_dir(&name) && has_metadata {
+        } else if is_savepoint_dir(&name) && has_metadata()? {
             savepoints.push(root_entry(root, &name));
         } else if name == SHARED_DIR {
-            let dir = root.join(&name);
-            for (file, is_dir) in list_dir(&dir)? {
-                if is_dir || file.starts_with(".cairn-tmp-") {
-                    continue;
-                }
-                let size = fs::metadata(dir.join(&file)).map_or(0, |m| m.len());
+            for (_, size) in store.list_dir(Some(&StoragePath::new(SHARED_DIR)?))?.files {
                 shared_files += 1;
                 shared_bytes += size;
             }
@@ -538,7 +517,7 @@ fn inspect_root(root: &Path) -> Result<RootReport> {
     savepoints.sort_by(|a: &RootEntry, b| a.dir.cmp(&b.dir));
     incomplete.sort();
     Ok(RootReport {
-        path: root.display().to_string(),
+        path: root.to_string(),
         checkpoints: checkpoints.into_iter().map(|(_, e)| e).collect(),
         savepoints,
         incomplete_checkpoints: incomplete.into_iter().map(|(_, n)| n).collect(),

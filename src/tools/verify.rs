@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::io::Read;
-use std::path::Path;
 
 use serde::Serialize;
 
@@ -11,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::keygroup::MaxParallelism;
 use crate::snapshot::canonical::CanonicalReader;
 use crate::snapshot::{KeyedStateHandle, SnapshotFile, SnapshotFormat, SnapshotKind};
-use crate::storage::{SnapshotStore, StoragePath};
+use crate::storage::{Location, SnapshotStore, StoragePath};
 
 use super::inspect::kind_name;
 use super::open::{locate, OpenSnapshot, Target};
@@ -71,26 +70,27 @@ pub struct VerifyReport {
     pub ok: bool,
 }
 
-/// Verifies the snapshot `path` names: its `_metadata` decodes, every file it references
-/// exists with the recorded size and CRC32, and every canonical stream reads through, every
-/// block checked. Problems are collected, not returned as errors.
+/// Verifies the snapshot `location` names (local or on an object store): its `_metadata`
+/// decodes, every file it references exists with the recorded size and CRC32, and every
+/// canonical stream reads through, every block checked. Problems are collected, not
+/// returned as errors.
 ///
 /// # Errors
-/// Only when there is nothing to verify: [`Error::InvalidPath`] if `path` is not a
-/// snapshot; [`Error::Io`] if it cannot be read at all.
-pub fn verify(path: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
-    let metadata = match locate(path)? {
+/// Only when there is nothing to verify: [`Error::InvalidPath`] if `location` is not a
+/// snapshot; [`Error::Io`] or the store's errors if it cannot be read at all.
+pub fn verify(location: &Location, progress: &dyn Progress) -> Result<VerifyReport> {
+    let metadata = match locate(location)? {
         Target::Snapshot(metadata) => metadata,
         Target::Root(_) => {
             return Err(Error::InvalidPath {
-                path: path.display().to_string(),
+                path: location.to_string(),
                 reason: "it is a checkpoint storage root, not one snapshot; name one of its \
                          chk-<id> or savepoint directories (`cairn inspect` lists them)",
             })
         }
     };
     let mut report = VerifyReport {
-        metadata: metadata.display().to_string(),
+        metadata: metadata.to_string(),
         kind: None,
         id: None,
         files_checked: 0,
@@ -148,7 +148,7 @@ pub fn verify(path: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
                 report.bytes_checked += file.size;
             }
             Err((kind, detail)) => report.problems.push(Problem {
-                file: local(&file.path).display().to_string(),
+                file: local(&file.path).to_string(),
                 kind,
                 detail,
             }),
@@ -186,7 +186,7 @@ pub fn verify(path: &Path, progress: &dyn Progress) -> Result<VerifyReport> {
             match read_stream(store, handle, file, *max) {
                 Ok(entries) => report.canonical_entries += entries,
                 Err((kind, detail)) => report.problems.push(Problem {
-                    file: local(&file.path).display().to_string(),
+                    file: local(&file.path).to_string(),
                     kind,
                     detail,
                 }),

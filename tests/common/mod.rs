@@ -4,6 +4,7 @@
 
 pub mod faulty_store;
 pub mod job;
+pub mod s3;
 pub mod timers;
 
 use std::collections::BTreeSet;

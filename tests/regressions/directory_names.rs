@@ -38,7 +38,9 @@ fn directories_cairn_did_not_name_are_not_checkpoints() {
     assert!(report.abandoned.is_empty(), "{report:?}");
     job.checkpoint(&storage, 3).unwrap();
     assert_eq!(storage.completed(), [3]);
-    let root = cairn::tools::collect_garbage(dir.path(), false).unwrap();
+    let root =
+        cairn::tools::collect_garbage(&cairn::Location::Local(dir.path().to_path_buf()), false)
+            .unwrap();
     assert!(root.abandoned_checkpoints.is_empty(), "{root:?}");
     for stray in ["chk-01", "chk-09", "savepoint-07-0000abcd"] {
         assert!(

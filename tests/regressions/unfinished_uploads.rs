@@ -12,7 +12,9 @@ use std::sync::Arc;
 use crate::common::job::{Job, Model, Rng};
 use crate::common::Kind;
 use cairn::tools::collect_garbage;
-use cairn::{CheckpointStorage, LocalStore, MaxParallelism, Retention, SnapshotStore, StoragePath};
+use cairn::{
+    CheckpointStorage, LocalStore, Location, MaxParallelism, Retention, SnapshotStore, StoragePath,
+};
 
 /// Starts writing `path` and dies, as a killed process does: the writer is never dropped.
 fn killed_upload(store: &LocalStore, path: &str) {
@@ -73,7 +75,7 @@ fn uploads_a_killed_process_left_are_collected_by_the_rule_of_their_file() {
     // An upload of a checkpoint in flight (above the latest) is not touched, by the engine
     // or by `cairn gc`; once a newer one is the oldest retained, it goes.
     killed_upload(&local, "shared/5-0123-000043.sst");
-    let report = collect_garbage(&dir.path().join("root"), false).unwrap();
+    let report = collect_garbage(&Location::Local(dir.path().join("root")), false).unwrap();
     assert_eq!(report.unfinished_files, 0);
     assert_eq!(unfinished_targets(&local), ["shared/5-0123-000043.sst"]);
     job.checkpoint(&storage, 6).unwrap();
@@ -84,7 +86,7 @@ fn uploads_a_killed_process_left_are_collected_by_the_rule_of_their_file() {
 
     // `cairn gc` finds one as well, and a dry run only lists it.
     killed_upload(&local, "shared/4-0123-000044.sst");
-    let report = collect_garbage(&dir.path().join("root"), true).unwrap();
+    let report = collect_garbage(&Location::Local(dir.path().join("root")), true).unwrap();
     assert_eq!(report.unfinished_files, 1, "{report:?}");
     assert_eq!(report.deleted.len(), 1);
     assert!(report.deleted[0].path.starts_with("shared/.cairn-tmp-"));
@@ -95,7 +97,7 @@ fn uploads_a_killed_process_left_are_collected_by_the_rule_of_their_file() {
         1,
         "a dry run deletes nothing"
     );
-    let report = collect_garbage(&dir.path().join("root"), false).unwrap();
+    let report = collect_garbage(&Location::Local(dir.path().join("root")), false).unwrap();
     assert_eq!(report.unfinished_files, 1);
     assert!(unfinished_targets(&local).is_empty());
     assert_eq!(storage.completed(), [6]);

@@ -213,7 +213,7 @@ impl StagedCheckpoint {
         names.sort();
         let private_dir = self.request.private_dir.join(&self.instance.to_string())?;
         let store = self.request.store.as_ref();
-        let files = in_parallel(&names, |name| {
+        let files = in_parallel(store.transfer_concurrency(), &names, |name| {
             let is_sst = name.ends_with(".sst");
             let local = self.staging.join(name);
             if is_sst && self.request.is_incremental() {

@@ -35,12 +35,21 @@ pub(super) const RESTORE_DIR: &str = "_cairn_restore";
 const PAST_LAST_KEY_GROUP: [u8; 2] = 32768u16.to_be_bytes();
 
 /// Checks the handles before anything is downloaded: one format for all, each file
-/// present with its recorded size, and states that agree across handles.
+/// present with its recorded size, and states that agree across handles. The sizes are
+/// asked for [`transfer_concurrency`](SnapshotStore::transfer_concurrency) at a time (one
+/// HEAD each on an object store), then checked in order, so the first problem is reported
+/// whatever the order the answers came in.
 pub(super) fn validate(
     store: &dyn SnapshotStore,
     handles: &[KeyedStateHandle],
     what: &str,
 ) -> Result<Vec<StateMeta>> {
+    let files: Vec<&crate::snapshot::SnapshotFile> =
+        handles.iter().flat_map(|h| &h.files).collect();
+    let mut sizes = in_parallel(store.transfer_concurrency(), &files, |file| {
+        Ok(store.size(&file.path))
+    })?
+    .into_iter();
     let mut states: Vec<StateMeta> = Vec::new();
     for handle in handles {
         if handle.format != handles[0].format {
@@ -53,7 +62,8 @@ pub(super) fn validate(
             });
         }
         for file in &handle.files {
-            match store.size(&file.path)? {
+            let size = sizes.next().unwrap_or_else(|| store.size(&file.path));
+            match size? {
                 Some(size) if size == file.size => {}
                 Some(size) => {
                     return Err(Error::Corrupted {
@@ -103,7 +113,7 @@ pub(super) fn download_into(
         path: dir.to_path_buf(),
         source,
     })?;
-    in_parallel(&handle.files, |file| {
+    in_parallel(store.transfer_concurrency(), &handle.files, |file| {
         download(store, file, &dir.join(&file.name))
     })?;
     Ok(())
@@ -238,7 +248,7 @@ impl RocksDbBackend {
         let jobs: Vec<(usize, KeyGroupRange)> = (0..metas.len())
             .flat_map(|state| slices.iter().map(move |slice| (state, *slice)))
             .collect();
-        let written = in_parallel(&jobs, |&(state, slice)| {
+        let written = in_parallel(TRANSFER_THREADS, &jobs, |&(state, slice)| {
             let (meta, opts) = (metas[state], &options[state]);
             let cf = source
                 .cf_handle(&meta.name)

@@ -227,7 +227,7 @@ impl RocksDbBackend {
         // One reader per slice of the key groups, in parallel: each slice writes its own
         // file per state, and a state's files cover disjoint key ranges.
         let slices = super::restore::key_group_slices(range, TRANSFER_THREADS);
-        let written = in_parallel(&slices, |slice| {
+        let written = in_parallel(TRANSFER_THREADS, &slices, |slice| {
             let reader = CanonicalReader::open(store, file)?;
             let paths: Vec<PathBuf> = (0..states.len())
                 .map(|s| temp.join(format!("canonical-{index}-{s}-{}.sst", slice.start())))
