@@ -9,10 +9,9 @@ use std::collections::BTreeSet;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use cairn::{
-    CheckpointStorage, JobSnapshot, MaxParallelism, Retention, SnapshotStore, StoragePath,
-};
+use cairn::{CheckpointStorage, JobSnapshot, MaxParallelism, Retention, StoragePath};
 use common::job::{Job, Model, Rng, OPERATOR};
+use common::listing;
 use common::s3::{server, url};
 use common::Kind;
 use serde_json::Value;
@@ -43,15 +42,6 @@ fn json(args: &[&str], code: i32) -> Value {
     args.push("--json");
     let text = run(&args, code);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
-}
-
-fn listing(store: &dyn SnapshotStore) -> BTreeSet<String> {
-    store
-        .list(None)
-        .unwrap()
-        .iter()
-        .map(|p| p.to_string())
-        .collect()
 }
 
 /// The stored entries of every state, as `cairn inspect --count` counts them: a value or a

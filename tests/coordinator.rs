@@ -15,21 +15,13 @@ use cairn::{
     OperatorStateStore, Retention, SnapshotStore, StoragePath, SubtaskAck,
 };
 use common::job::{Job, Model, Rng, OPERATOR};
+use common::listing;
 use common::Kind;
 
 const SOURCE: &str = "source";
 
 fn memory(name: &str) -> Arc<dyn SnapshotStore> {
     cairn::open_store(&format!("memory://coordinator-tests/{name}")).unwrap()
-}
-
-fn listing(store: &dyn SnapshotStore) -> BTreeSet<String> {
-    store
-        .list(None)
-        .unwrap()
-        .iter()
-        .map(|p| p.to_string())
-        .collect()
 }
 
 /// Every subtask's keyed state snapshot for checkpoint `id`, taken with the request any

@@ -17,20 +17,12 @@ use cairn::{
     SavepointFormat, SnapshotStore, StoragePath,
 };
 use common::job::{Job, Model, Rng};
+use common::listing;
 use common::s3::{server, url};
 use common::{Kind, KINDS};
 
 fn path(p: &str) -> StoragePath {
     StoragePath::new(p).unwrap()
-}
-
-fn listing(store: &dyn SnapshotStore) -> BTreeSet<String> {
-    store
-        .list(None)
-        .unwrap()
-        .iter()
-        .map(|p| p.to_string())
-        .collect()
 }
 
 #[test]

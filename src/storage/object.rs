@@ -286,42 +286,30 @@ impl BucketStore {
             let store =
                 match scheme {
                     ObjectStoreScheme::AmazonS3 => {
-                        let mut builder = AmazonS3Builder::from_env()
+                        let builder = AmazonS3Builder::from_env()
                             .with_url(text)
                             .with_retry(options.retry());
-                        for (key, value) in &options.config {
-                            builder = builder.with_config(
-                                key.parse()
-                                    .map_err(|e: object_store::Error| invalid(e.to_string()))?,
-                                value,
-                            );
-                        }
+                        let builder =
+                            configured(builder, &options.config, |b, k, v| b.with_config(k, v))
+                                .map_err(|e| invalid(e.to_string()))?;
                         built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
                     }
                     ObjectStoreScheme::GoogleCloudStorage => {
-                        let mut builder = GoogleCloudStorageBuilder::from_env()
+                        let builder = GoogleCloudStorageBuilder::from_env()
                             .with_url(text)
                             .with_retry(options.retry());
-                        for (key, value) in &options.config {
-                            builder = builder.with_config(
-                                key.parse()
-                                    .map_err(|e: object_store::Error| invalid(e.to_string()))?,
-                                value,
-                            );
-                        }
+                        let builder =
+                            configured(builder, &options.config, |b, k, v| b.with_config(k, v))
+                                .map_err(|e| invalid(e.to_string()))?;
                         built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
                     }
                     ObjectStoreScheme::MicrosoftAzure => {
-                        let mut builder = MicrosoftAzureBuilder::from_env()
+                        let builder = MicrosoftAzureBuilder::from_env()
                             .with_url(text)
                             .with_retry(options.retry());
-                        for (key, value) in &options.config {
-                            builder = builder.with_config(
-                                key.parse()
-                                    .map_err(|e: object_store::Error| invalid(e.to_string()))?,
-                                value,
-                            );
-                        }
+                        let builder =
+                            configured(builder, &options.config, |b, k, v| b.with_config(k, v))
+                                .map_err(|e| invalid(e.to_string()))?;
                         built(builder.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>))?
                     }
                     _ => return Err(invalid(
@@ -683,6 +671,22 @@ impl Drop for ObjectWrite {
             });
         }
     }
+}
+
+/// Applies `config` (settings by their `object_store` names) to an object store builder
+/// whose keys parse from those names.
+fn configured<B, K>(
+    mut builder: B,
+    config: &BTreeMap<String, String>,
+    with: impl Fn(B, K, &str) -> B,
+) -> object_store::Result<B>
+where
+    K: std::str::FromStr<Err = object_store::Error>,
+{
+    for (key, value) in config {
+        builder = with(builder, key.parse()?, value);
+    }
+    Ok(builder)
 }
 
 #[cfg(test)]

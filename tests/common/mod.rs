@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use cairn::{
     HeapBackend, KeyGroupRange, KeyedStateStore, ManualClock, MaxParallelism, RocksDbBackend,
+    SnapshotStore,
 };
 use tempfile::TempDir;
 
@@ -116,4 +117,14 @@ pub enum Answer {
     Entries(Vec<(u8, u64)>),
     Bool(bool),
     Keys(BTreeSet<u8>),
+}
+
+/// Every file path in `store`.
+pub fn listing(store: &dyn SnapshotStore) -> BTreeSet<String> {
+    store
+        .list(None)
+        .unwrap()
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
 }
