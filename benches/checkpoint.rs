@@ -286,8 +286,8 @@ impl Taken {
         self.snapshot.files().map(|f| f.size).sum()
     }
 
-    /// The bytes of the files private to this checkpoint (MANIFEST, CURRENT, OPTIONS), which
-    /// every checkpoint writes whatever changed.
+    /// The bytes of the files private to this checkpoint (MANIFEST, CURRENT), which every
+    /// checkpoint writes whatever changed.
     fn private_bytes(&self) -> u64 {
         self.snapshot
             .files()
@@ -574,7 +574,7 @@ fn run_round(
     let percent = 100.0 * written as f64 / total as f64;
     progress(format_args!(
         "{label} round {round}: updated {changed} keys; checkpoint {}: sync {:.0} ms, async {:.0} ms, \
-         wrote {:.2} MB of {:.1} MB ({percent:.2}%; {:.0} KB of it MANIFEST/CURRENT/OPTIONS)",
+         wrote {:.2} MB of {:.1} MB ({percent:.2}%; {:.0} KB of it MANIFEST/CURRENT)",
         round + 1,
         ms(taken.sync),
         ms(taken.async_phase),
@@ -888,7 +888,7 @@ fn print_rounds(results: &[Measured]) {
     println!("Per round:");
     for m in results {
         println!(
-            "  {}: incr sync ms [{}], async ms [{}], written % [{}], of which MANIFEST/CURRENT/OPTIONS KB [{}], cp -r ms (before/after) [{}], restore 2→2 ms [{}], 2→3 ms [{}]",
+            "  {}: incr sync ms [{}], async ms [{}], written % [{}], of which MANIFEST/CURRENT KB [{}], cp -r ms (before/after) [{}], restore 2→2 ms [{}], 2→3 ms [{}]",
             m.size.label,
             list(&m.sync, 1),
             list(&m.async_phase, 0),

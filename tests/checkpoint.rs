@@ -122,6 +122,27 @@ fn an_incremental_checkpoint_after_touching_one_percent_writes_a_small_fraction(
         .filter(|f| cairn::shared_file_creator(&f.path) == Some(1))
         .count();
     assert!(reused > 0);
+    // So is RocksDB's OPTIONS file (~30 KiB, more than the 1% of updates flush here): only
+    // MANIFEST and CURRENT are written again by every checkpoint.
+    let options: Vec<_> = handle
+        .files
+        .iter()
+        .filter(|f| f.name.starts_with("OPTIONS-"))
+        .collect();
+    assert_eq!(options.len(), 1, "{:?}", handle.files);
+    assert_eq!(cairn::shared_file_creator(&options[0].path), Some(1));
+    let private: Vec<&str> = handle
+        .files
+        .iter()
+        .filter(|f| !f.is_shared())
+        .map(|f| f.name.as_str())
+        .collect();
+    assert!(
+        private
+            .iter()
+            .all(|n| n.starts_with("MANIFEST-") || *n == "CURRENT" || n.ends_with(".log")),
+        "private files: {private:?}"
+    );
 }
 
 #[test]
@@ -366,12 +387,13 @@ fn a_same_parallelism_restore_keeps_the_incremental_chain() {
         handle
             .files
             .iter()
+            .filter(|f| f.name.ends_with(".sst"))
             .filter(|f| cairn::shared_file_creator(&f.path) == Some(creator))
             .map(|f| f.size)
             .sum()
     };
-    // The restored files are referenced under the first checkpoint's names; only the
-    // flush of the new writes is uploaded.
+    // The restored SST files are referenced under the first checkpoint's names; only the
+    // flush of the new writes is uploaded (and the OPTIONS file the reopened DB wrote).
     let (reused, uploaded) = (shared_bytes(1), shared_bytes(2));
     assert!(
         reused > 0 && uploaded * 10 < reused,

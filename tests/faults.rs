@@ -121,9 +121,11 @@ fn write_faults(kind: Kind) -> Vec<(&'static str, Fault)> {
         ("_metadata", Fault::FailFinish),
     ];
     if kind == Kind::RocksDb {
+        // The private files. (The OPTIONS file is shared like an SST file, and checkpoint 2
+        // reuses checkpoint 1's.)
         faults.push(("MANIFEST", Fault::FailWrite { after: 0 }));
         faults.push(("CURRENT", Fault::FailFinish));
-        faults.push(("OPTIONS", Fault::FailCreate));
+        faults.push(("MANIFEST", Fault::FailCreate));
     }
     faults
 }

@@ -53,8 +53,8 @@ impl fmt::Display for InstanceId {
 /// How a subtask's keyed state is stored in a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SnapshotFormat {
-    /// RocksDB's own files: SST files (shared between checkpoints in an incremental
-    /// checkpoint, private in a native savepoint), plus the MANIFEST, CURRENT and OPTIONS
+    /// RocksDB's own files: SST and OPTIONS files (shared between checkpoints in an
+    /// incremental checkpoint, private in a native savepoint), plus the MANIFEST and CURRENT
     /// files that make them a DB.
     RocksDb,
     /// The backend-independent, key-group-ordered stream of docs/format.md.

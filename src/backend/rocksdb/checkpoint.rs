@@ -6,12 +6,15 @@
 //! inside the backend's directory, which hard-links the live SST files: it costs the
 //! memtables' size, never the state's. The asynchronous phase uploads the
 //! staged files and removes the staging directory:
-//! - an SST file that the last completed checkpoint known to this backend already holds is
-//!   referenced, not uploaded: within one DB an SST file's number is never reused and the
-//!   file never changes, so its local name identifies it;
-//! - any other SST file goes to `shared/<checkpoint>-<instance>-<name>` (incremental) or to
-//!   the snapshot's private directory (self-contained snapshots);
-//! - MANIFEST, CURRENT and OPTIONS go to `chk-<id>/<instance>/` as private files.
+//! - an SST or OPTIONS file that the last completed checkpoint known to this backend already
+//!   holds is referenced, not uploaded: within one DB a file number is never reused and
+//!   these files never change once written, so the local name identifies the file (an
+//!   OPTIONS file, ~30 KiB with a handful of states, changes only when a state is
+//!   registered or the backend reopened);
+//! - any other SST or OPTIONS file goes to `shared/<checkpoint>-<instance>-<name>`
+//!   (incremental) or to the snapshot's private directory (self-contained snapshots);
+//! - MANIFEST and CURRENT, which change with every flush, go to `chk-<id>/<instance>/` as
+//!   private files.
 //!
 //! Which files a backend may reference is tracked per checkpoint: files of a checkpoint
 //! become referencable only once [`notify_checkpoint_complete`] says it completed, so an
@@ -214,9 +217,9 @@ impl StagedCheckpoint {
         let private_dir = self.request.private_dir.join(&self.instance.to_string())?;
         let store = self.request.store.as_ref();
         let files = in_parallel(store.transfer_concurrency(), &names, |name| {
-            let is_sst = name.ends_with(".sst");
+            let immutable = name.ends_with(".sst") || name.starts_with("OPTIONS-");
             let local = self.staging.join(name);
-            if is_sst && self.request.is_incremental() {
+            if immutable && self.request.is_incremental() {
                 if let Some(existing) = base.get(name) {
                     let size = std::fs::metadata(&local).map(|m| m.len()).ok();
                     if size == Some(existing.size) {
