@@ -14,7 +14,7 @@ use cairn::{
     CheckpointStorage, JobSnapshot, LocalStore, MaxParallelism, Retention, SavepointFormat,
     SnapshotStore, SubStore, TimeDomain, TimerService,
 };
-use common::job::Job;
+use common::job::{restore_targets, Job};
 use common::timers::{delete, expect_fired, fire, register, services, ModelTimer, Timers};
 use common::{proptest_cases, Kind, KINDS};
 use proptest::prelude::*;
@@ -145,9 +145,11 @@ impl Harness {
                 self.next_id += 1;
                 let (dir, snapshot) = self.job.savepoint(&self.root, id, *format).unwrap();
                 let store: Arc<dyn SnapshotStore> = Arc::new(SubStore::new(self.root.clone(), dir));
-                let native_rocksdb =
-                    *format == SavepointFormat::Native && self.kind == Kind::RocksDb;
-                let to = if native_rocksdb { Kind::RocksDb } else { *to };
+                let to = if restore_targets(self.kind, *format).contains(to) {
+                    *to
+                } else {
+                    Kind::RocksDb
+                };
                 self.restore(to, &store, &snapshot, *p);
                 // The job goes on from the savepoint: its checkpoints start anew there.
                 self.latest = None;

@@ -52,13 +52,7 @@ fn savepoints_restore_at_any_parallelism_into_either_backend() {
                 assert!(!file.is_shared());
             }
             // A native savepoint of RocksDB is RocksDB's files; anything else is canonical.
-            let native_rocksdb = format == SavepointFormat::Native && from == Kind::RocksDb;
-            let targets: &[Kind] = if native_rocksdb {
-                &[Kind::RocksDb]
-            } else {
-                &KINDS
-            };
-            for &to in targets {
+            for &to in restore_targets(from, format) {
                 for parallelism in [1, 2, 3, 7] {
                     eprintln!("{from:?} {format:?} savepoint -> {to:?} at {parallelism}");
                     Job::restore(to, &store, &snapshot, max, parallelism)
@@ -66,7 +60,7 @@ fn savepoints_restore_at_any_parallelism_into_either_backend() {
                         .check(&model);
                 }
             }
-            if native_rocksdb {
+            if restore_targets(from, format) == [Kind::RocksDb] {
                 let err = Job::restore(Kind::Heap, &store, &snapshot, max, 2)
                     .err()
                     .unwrap();

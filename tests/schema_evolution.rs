@@ -15,8 +15,8 @@ use cairn::{
     LocalStore, MapStateDescriptor, MaxParallelism, Retention, SavepointFormat, SnapshotStore,
     StateDescriptor, SubStore, TtlConfig, Utf8,
 };
-use common::job::Job;
-use common::{Kind, KINDS};
+use common::job::{restore_targets, Job};
+use common::KINDS;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,13 +237,7 @@ fn a_v1_savepoint_restores_with_v2_codecs_through_migrations() {
             fill_v1(&job);
             let (dir, snapshot) = job.savepoint(&root, 1, format).unwrap();
             let store: Arc<dyn SnapshotStore> = Arc::new(SubStore::new(root.clone(), dir));
-            let native_rocksdb = format == SavepointFormat::Native && from == Kind::RocksDb;
-            let targets: &[Kind] = if native_rocksdb {
-                &[Kind::RocksDb]
-            } else {
-                &KINDS
-            };
-            for &to in targets {
+            for &to in restore_targets(from, format) {
                 for parallelism in [2, 3] {
                     let what = format!("{from:?} {format:?} -> {to:?} at {parallelism}");
                     let restored = Job::restore(to, &store, &snapshot, max, parallelism).unwrap();

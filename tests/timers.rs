@@ -11,11 +11,11 @@ use cairn::{
     BigEndian, CheckpointStorage, Error, LocalStore, MaxParallelism, Retention, SavepointFormat,
     SnapshotStore, StateDescriptor, SubStore, TimeDomain, Utf8,
 };
-use common::job::{Job, Model, Rng};
+use common::job::{restore_targets, Job, Model, Rng};
 use common::timers::{
     delete, expect_fired, fire, firing_order, register, services, ModelTimer, Timers,
 };
-use common::{on_every_backend, Kind, KINDS};
+use common::{on_every_backend, KINDS};
 
 const EVENT: TimeDomain = TimeDomain::EventTime;
 const PROCESSING: TimeDomain = TimeDomain::ProcessingTime;
@@ -262,13 +262,7 @@ fn timers_travel_through_savepoints_of_both_kinds_into_either_backend() {
             assert_eq!(fire(&mut services, PROCESSING, 50), expected);
             let (dir, snapshot) = job.savepoint(&root, 1, format).unwrap();
             let store: Arc<dyn SnapshotStore> = Arc::new(SubStore::new(root.clone(), dir));
-            let native_rocksdb = format == SavepointFormat::Native && from == Kind::RocksDb;
-            let targets: &[Kind] = if native_rocksdb {
-                &[Kind::RocksDb]
-            } else {
-                &KINDS
-            };
-            for &to in targets {
+            for &to in restore_targets(from, format) {
                 for parallelism in [1, 3] {
                     let restored = Job::restore(to, &store, &snapshot, max, parallelism).unwrap();
                     let what = format!("{from:?} {format:?} -> {to:?} at {parallelism}");

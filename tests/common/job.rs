@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use cairn::{
     BigEndian, CheckpointStorage, HeapBackend, JobSnapshot, KeyedStateStore, ManualClock,
-    MapStateDescriptor, MaxParallelism, PendingCheckpoint, RocksDbBackend, SnapshotStore,
-    StateDescriptor, Utf8,
+    MapStateDescriptor, MaxParallelism, PendingCheckpoint, RocksDbBackend, SavepointFormat,
+    SnapshotStore, StateDescriptor, Utf8,
 };
 use tempfile::TempDir;
 
@@ -22,6 +22,17 @@ pub type KeyState = (Option<u64>, Vec<u32>, BTreeMap<u8, u64>);
 /// What every key holds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Model(pub BTreeMap<String, KeyState>);
+
+/// The backends a savepoint of `format` taken from `from` restores into: a native
+/// savepoint of RocksDB is RocksDB's own files, which only RocksDB opens; anything else is
+/// the canonical stream, which both backends read.
+pub fn restore_targets(from: Kind, format: SavepointFormat) -> &'static [Kind] {
+    if format == SavepointFormat::Native && from == Kind::RocksDb {
+        &[Kind::RocksDb]
+    } else {
+        &super::KINDS
+    }
+}
 
 pub fn value_descriptor() -> StateDescriptor<String, u64> {
     StateDescriptor::new("count", Utf8, BigEndian)
